@@ -1,0 +1,41 @@
+# Every target creates or refreshes the virtual environment itself (uv, locked deps).
+SHELL := /bin/bash
+VENV  := .venv
+TOOLS := .tools
+UV    := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+export UV_NATIVE_TLS := 1
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: demo test lint fmt schemas bench clean
+
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --extra dev
+	touch $@
+
+## README command 1: the main job on the embedded default (no servers).
+demo: $(VENV)/.synced
+	$(VENV)/bin/fraud demo $(ARGS)
+
+## README command 2: the whole test suite (starts the services it needs itself).
+test: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(VENV)/.synced
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+schemas: $(VENV)/.synced
+	$(VENV)/bin/fraud schemas
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

@@ -1,0 +1,295 @@
+"""The ``fraud`` command: generate traffic, run the dataflow, demo it, export schemas.
+
+Every subcommand takes ``--set FIELD=VALUE`` (repeatable) to override any setting on top
+of the ``FRAUD_*`` environment; a bad value is refused naming the field and what is
+allowed, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import ConfigError, FraudError
+from schemas.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+
+def _positive_int(name: str) -> Callable[[str], int]:
+    def parse(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name} must be an integer, got {v!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"--{name} must be >= 1, got {n}")
+        return n
+
+    return parse
+
+
+def _nonneg_float(name: str) -> Callable[[str], float]:
+    def parse(v: str) -> float:
+        try:
+            x = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name} must be a number, got {v!r}") from None
+        if not x >= 0:
+            raise argparse.ArgumentTypeError(f"--{name} must be >= 0, got {v}")
+        return x
+
+    return parse
+
+
+def _fraction(v: str) -> float:
+    x = _nonneg_float("fraud-rate")(v)
+    if x > 0.5:
+        raise argparse.ArgumentTypeError(f"--fraud-rate must be in [0, 0.5], got {v}")
+    return x
+
+
+def _timestamp(v: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--start must be ISO-8601, got {v!r}") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        if k not in Settings.model_fields:
+            raise ConfigError(f"--set {k}: unknown setting; see `fraud settings`")
+        overrides[k] = v
+    return load_settings(**overrides)
+
+
+def _gen_config(args: argparse.Namespace):
+    from generators.synth import GeneratorConfig
+
+    return GeneratorConfig(
+        seed=args.seed, users=args.users, fraud_rate=args.fraud_rate,
+        start=args.start or datetime(2026, 1, 5, tzinfo=UTC),
+    )  # fmt: skip
+
+
+# -- subcommands ------------------------------------------------------------------------
+def cmd_generate(args: argparse.Namespace) -> int:
+    from generators.stream import Progress, event_stream, write_jsonl, write_parquet
+
+    cfg = _gen_config(args)
+    if args.to == "parquet":
+        if not args.out:
+            raise ConfigError("--to parquet needs --out PATH")
+        prog = Progress("generate", args.count)
+        t = time.monotonic()
+        n = write_parquet(cfg, args.count, Path(args.out), prog)
+        prog.done()
+        dt = time.monotonic() - t
+        print(f"wrote {n:,} rows to {args.out} in {dt:.1f}s ({n / dt * 60:,.0f} rows/min)")
+        return 0
+    events = event_stream(cfg, args.count)
+    if args.to == "stdout":
+        write_jsonl(events, sys.stdout.buffer, args.rate)
+        return 0
+    if args.to == "file":
+        if not args.out:
+            raise ConfigError("--to file needs --out PATH")
+        prog = Progress("generate", args.count)
+        with open(args.out, "wb") as f:
+            n = write_jsonl(events, f, args.rate, prog)
+        prog.done()
+        print(f"wrote {n:,} events to {args.out}")
+        return 0
+    raise ConfigError(f"--to {args.to!r}: not available yet")  # pragma: no cover
+
+
+def _format_alert(a: Any) -> str:
+    reasons = "; ".join(f"{r.code} ({r.contribution:.2f}): {r.detail}" for r in a.reasons)
+    return (
+        f"{a.decision.upper():6s} risk={a.risk_score:.2f} {a.ts:%Y-%m-%d %H:%M:%S} "
+        f"user={a.user_id} {a.amount:,.2f} {a.currency} {a.country} {a.channel} | {reasons}"
+    )
+
+
+def _run_local(
+    s: Settings,
+    make_events: Callable[[], Iterable[Any]],
+    show: int,
+    pace: Callable[[int], None] | None = None,
+) -> tuple[list[Any], Counter, int]:
+    """Run the flow in-process over ``make_events``; print alerts; collect rows."""
+    from bytewax.run import cli_main
+
+    from dataflows.flow import build_flow
+    from dataflows.io import CallbackSink, IterSource
+    from generators.stream import Progress
+
+    rows: list[Any] = []
+    decisions: Counter = Counter()
+    dlq: list[Any] = []
+    shown = [0]
+    prog = Progress("scored")
+
+    def on_alerts(batch: list[Any]) -> None:
+        for a in batch:
+            if shown[0] < show:
+                print(_format_alert(a), flush=True)
+            shown[0] += 1
+
+    def on_rows(batch: list[Any]) -> None:
+        rows.extend(batch)
+        decisions.update(r.decision for r in batch)
+        prog.update(len(batch), f"flagged {decisions['review'] + decisions['block']:,}")
+
+    def on_dlq(batch: list[Any]) -> None:
+        for d in batch:
+            print(f"DEAD-LETTER {d.error_code}: {d.error_message}", file=sys.stderr)
+        dlq.extend(batch)
+
+    flow = build_flow(s, IterSource(make_events, pace=pace), CallbackSink(on_alerts),
+                      CallbackSink(on_rows), CallbackSink(on_dlq))  # fmt: skip
+    cli_main(flow, epoch_interval=None)
+    rate = prog.done()
+    if shown[0] > show:
+        print(f"... and {shown[0] - show:,} more alerts")
+    return rows, decisions, int(rate) + 0 * len(dlq)
+
+
+def _summary(rows: list[Any], decisions: Counter, rate: int) -> None:
+    from dataflows.metrics import format_report, pattern_report
+
+    n = len(rows)
+    print(f"\nSummary: {n:,} transactions scored at {rate:,}/s; "
+          + ", ".join(f"{d} {decisions[d]:,}" for d in ("approve", "review", "block")))  # fmt: skip
+    codes = Counter(r.code for row in rows if row.flagged for r in row.reasons)
+    if codes:
+        print("Reasons on flagged transactions: "
+              + ", ".join(f"{c} {k:,}" for c, k in codes.most_common()))  # fmt: skip
+    if any(r.label is not None for r in rows):
+        print("\nAgainst the generator's labels:\n" + format_report(pattern_report(rows)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from generators.stream import Pacer, event_stream
+
+    s = _settings(args)
+    cfg = _gen_config(args)
+    print(f"fraud demo: {args.count:,} generated events (seed {cfg.seed}, {cfg.users:,} users, "
+          f"fraud rate {cfg.fraud_rate:.1%}) -> dataflow ({s.model_version}); alerts:")  # fmt: skip
+    pacer = Pacer(args.rate)
+    rows, decisions, rate = _run_local(
+        s, lambda: (v for _, v in event_stream(cfg, args.count)), args.show, pacer.tick
+    )
+    _summary(rows, decisions, rate)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dataflows.io import jsonl_lines
+
+    s = _settings(args)
+    path = Path(args.input)
+    if not path.exists():
+        raise ConfigError(f"--input {path}: no such file")
+    rows, decisions, rate = _run_local(s, lambda: jsonl_lines(path), args.show)
+    _summary(rows, decisions, rate)
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    for k, v in s.safe_dict().items():
+        field = Settings.model_fields[k]
+        print(f"FRAUD_{k.upper():28s} = {v!s:24s} {field.description or ''}")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from schemas.jsonschema import SCHEMA_DIR, write_schemas
+
+    stale = write_schemas(check=args.check)
+    if args.check and stale:
+        print(f"out of date: {stale}; run `fraud schemas`", file=sys.stderr)
+        return 1
+    print(f"{SCHEMA_DIR}: " + ("up to date" if not stale else f"wrote {stale}"))
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a setting (see `fraud settings`); repeatable")  # fmt: skip
+
+
+def _add_generator(p: argparse.ArgumentParser, count: int) -> None:
+    p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    p.add_argument("--users", type=_positive_int("users"), default=5000, help="card holders")
+    p.add_argument("--fraud-rate", type=_fraction, default=0.01,
+                   help="expected share of fraudulent events (default 0.01)")  # fmt: skip
+    p.add_argument("--count", type=_positive_int("count"), default=count, help="events")
+    p.add_argument("--rate", type=_nonneg_float("rate"), default=0.0,
+                   help="events per second (0 = as fast as possible)")  # fmt: skip
+    p.add_argument("--start", type=_timestamp, help="event time of the first event (ISO-8601)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fraud", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="synthetic transactions with labelled fraud")
+    _add_generator(p, 10_000)
+    p.add_argument("--to", choices=("stdout", "file", "parquet"), default="stdout")
+    p.add_argument("--out", help="output path for --to file/parquet")
+    _add_common(p)
+    p.set_defaults(fn=cmd_generate)
+
+    p = sub.add_parser("demo", help="generator -> dataflow on the embedded default; prints alerts")
+    _add_generator(p, 30_000)
+    p.add_argument("--show", type=int, default=25, help="alerts to print (default 25)")
+    _add_common(p)
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("run", help="score a JSONL file of Transaction v1 events")
+    p.add_argument("--input", required=True, help="JSONL file, one event per line")
+    p.add_argument("--show", type=int, default=25, help="alerts to print (default 25)")
+    _add_common(p)
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("settings", help="print the effective settings")
+    _add_common(p)
+    p.set_defaults(fn=cmd_settings)
+
+    p = sub.add_parser("schemas", help="write the JSON Schema files of the public contracts")
+    p.add_argument("--check", action="store_true", help="fail if the files are out of date")
+    p.set_defaults(fn=cmd_schemas)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, ValueError) as e:
+        print(f"fraud {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except FraudError as e:
+        print(f"fraud {args.cmd}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

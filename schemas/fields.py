@@ -1,0 +1,109 @@
+"""One definition of every contract field: validation, JSON Schema and ClickHouse types.
+
+Each public model (Transaction, Alert, ...) is described once as a tuple of
+:class:`FieldSpec`.  The decoder validates against it, :mod:`schemas.jsonschema`
+exports it, and the ClickHouse layer derives its insert column lists and types from it,
+so the three can never drift apart silently (tests compare them with the migrations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["FieldSpec", "json_schema_for"]
+
+MAX_ID_LEN = 64
+"""Ids longer than this are refused: they bloat state and ClickHouse keys."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """A contract field.
+
+    ``kind`` is one of: ``id`` (non-empty bounded string), ``str``, ``float``, ``int``,
+    ``bool``, ``ts`` (ISO-8601 with offset), ``enum``, ``currency``, ``country``,
+    ``lat``, ``lon``, ``ip``, ``reasons``, ``features``.
+    """
+
+    name: str
+    kind: str
+    ch_type: str
+    doc: str
+    required: bool = True
+    max_len: int = MAX_ID_LEN
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    extra_json: dict[str, Any] = field(default_factory=dict)
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON Schema fragment of this field (draft 2020-12)."""
+        s: dict[str, Any]
+        k = self.kind
+        if k in ("id", "str"):
+            s = {"type": "string", "minLength": 1, "maxLength": self.max_len}
+        elif k == "float":
+            s = {"type": "number"}
+        elif k == "int":
+            s = {"type": "integer"}
+        elif k == "bool":
+            s = {"type": "boolean"}
+        elif k == "ts":
+            s = {"type": "string", "format": "date-time"}
+        elif k == "enum":
+            s = {"type": "string", "enum": list(self.choices)}
+        elif k == "currency":
+            s = {"type": "string", "pattern": "^[A-Z]{3}$"}
+        elif k == "country":
+            s = {"type": "string", "pattern": "^[A-Z]{2}$"}
+        elif k in ("lat", "lon"):
+            s = {"type": "number"}
+        elif k == "ip":
+            s = {"type": "string", "maxLength": 45}
+        elif k == "reasons":
+            s = {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["code", "detail", "contribution"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "detail": {"type": "string"},
+                        "contribution": {"type": "number", "minimum": 0, "maximum": 1},
+                    },
+                    "additionalProperties": False,
+                },
+            }
+        elif k == "features":
+            s = {"type": "object", "additionalProperties": {"type": "number"}}
+        else:  # pragma: no cover - guarded by tests over every spec
+            raise ValueError(f"unknown field kind {k!r} for {self.name!r}")
+        if self.minimum is not None:
+            s["minimum"] = self.minimum
+        if self.maximum is not None:
+            s["maximum"] = self.maximum
+        if not self.required:
+            s = {"anyOf": [s, {"type": "null"}]}
+        s["description"] = self.doc
+        s.update(self.extra_json)
+        return s
+
+
+def json_schema_for(
+    title: str, version: int, specs: tuple[FieldSpec, ...], *, open_content: bool = True
+) -> dict[str, Any]:
+    """JSON Schema document for a model described by ``specs``.
+
+    ``open_content`` allows unknown properties so that consumers tolerate additive,
+    backwards-compatible changes within a schema version.
+    """
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://fraudflow.dev/schemas/{title.lower()}-v{version}.json",
+        "title": f"{title} v{version}",
+        "type": "object",
+        "required": [s.name for s in specs if s.required],
+        "properties": {s.name: s.json_schema() for s in specs},
+        "additionalProperties": open_content,
+    }

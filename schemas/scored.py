@@ -1,0 +1,316 @@
+"""Outputs of scoring: ScoredTransaction (every event), Alert v1 (public), Review, DeadLetter.
+
+Alert v1 is the contract for downstream services on topic ``fraud-alerts``; its JSON
+Schema is generated from :data:`ALERT_SPECS` into ``schemas/json/alert-v1.json`` and a
+test fails if the model changes without a version bump.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from schemas.fields import FieldSpec
+from schemas.transaction import (
+    CHANNELS,
+    DecodeError,
+    Label,
+    Transaction,
+    decode_event,
+    format_ts,
+)
+
+__all__ = [
+    "ALERT_SPECS",
+    "ALERT_VERSION",
+    "DECISIONS",
+    "REVIEW_SPECS",
+    "REVIEW_VERSION",
+    "VERDICTS",
+    "Alert",
+    "DeadLetter",
+    "Reason",
+    "Review",
+    "ScoredTransaction",
+    "alert_id_for",
+    "decode_alert",
+    "decode_review",
+    "encode_alert",
+    "encode_review",
+]
+
+ALERT_VERSION = 1
+REVIEW_VERSION = 1
+DECISIONS = ("approve", "review", "block")
+VERDICTS = ("confirmed_fraud", "false_positive", "escalated")
+_ALERT_NS = uuid.UUID("6f1c1b8e-5d4a-4c1e-9a51-2f3b9f0e7a11")
+"""Namespace of alert ids: uuid5(namespace, txn_id) is stable across replays."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One explainable rule hit. ``contribution`` in [0, 1] is its share of the risk."""
+
+    code: str
+    detail: str
+    contribution: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredTransaction:
+    """A transaction with its features, scores and decision (one per input event)."""
+
+    txn: Transaction
+    label: Label | None
+    features: dict[str, float]
+    anomaly_raw: float
+    anomaly_score: float
+    reasons: tuple[Reason, ...]
+    risk_score: float
+    decision: str
+    model_version: str
+    processed_at: datetime
+    late: bool = False
+
+    @property
+    def flagged(self) -> bool:
+        return self.decision != "approve"
+
+
+def alert_id_for(txn_id: str) -> str:
+    """Deterministic alert id: the same transaction always yields the same alert id."""
+    return str(uuid.uuid5(_ALERT_NS, txn_id))
+
+
+ALERT_SPECS: tuple[FieldSpec, ...] = (
+    FieldSpec("alert_id", "id", "String", "uuid5 of txn_id: stable across replays; dedupe on it."),
+    FieldSpec("txn_id", "id", "String", "The flagged transaction."),
+    FieldSpec("user_id", "id", "String", "Account holder (also the Kafka message key)."),
+    FieldSpec("card_id", "id", "String", "Card used."),
+    FieldSpec("merchant_id", "id", "String", "Merchant or terminal."),
+    FieldSpec("ts", "ts", "DateTime64(3, 'UTC')", "Event time of the transaction."),
+    FieldSpec("amount", "float", "Float64", "Amount in `currency`."),
+    FieldSpec("currency", "currency", "LowCardinality(String)", "ISO 4217 code."),
+    FieldSpec("country", "country", "LowCardinality(String)", "ISO 3166-1 alpha-2 code."),
+    FieldSpec("channel", "enum", "LowCardinality(String)", "Channel.", choices=CHANNELS),
+    FieldSpec("lat", "lat", "Float64", "Latitude.", minimum=-90, maximum=90),
+    FieldSpec("lon", "lon", "Float64", "Longitude.", minimum=-180, maximum=180),
+    FieldSpec("risk_score", "float", "Float64", "Combined risk in [0, 1].", minimum=0, maximum=1),
+    FieldSpec(
+        "decision",
+        "enum",
+        "LowCardinality(String)",
+        "review or block (approved transactions raise no alert).",
+        choices=("review", "block"),
+    ),
+    FieldSpec(
+        "reasons",
+        "reasons",
+        "Array(Tuple(code String, detail String, contribution Float64))",
+        "Rule hits and the anomaly model, largest contribution first.",
+    ),
+    FieldSpec(
+        "anomaly_score",
+        "float",
+        "Float64",
+        "Half-Space Trees score calibrated to its rolling percentile in [0, 1].",
+        minimum=0,
+        maximum=1,
+    ),
+    FieldSpec("features", "features", "Map(String, Float64)", "Feature values used to score."),
+    FieldSpec("model_version", "str", "LowCardinality(String)", "Rules and model configuration."),
+    FieldSpec("created_at", "ts", "DateTime64(3, 'UTC')", "When the alert was raised."),
+    FieldSpec(
+        "schema_version", "int", "UInt8", "Contract version.", extra_json={"const": ALERT_VERSION}
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Alert v1 (see :data:`ALERT_SPECS` for field meanings)."""
+
+    alert_id: str
+    txn_id: str
+    user_id: str
+    card_id: str
+    merchant_id: str
+    ts: datetime
+    amount: float
+    currency: str
+    country: str
+    channel: str
+    lat: float
+    lon: float
+    risk_score: float
+    decision: str
+    reasons: tuple[Reason, ...]
+    anomaly_score: float
+    features: dict[str, float]
+    model_version: str
+    created_at: datetime
+    schema_version: int = ALERT_VERSION
+
+    @classmethod
+    def from_scored(cls, s: ScoredTransaction) -> Alert:
+        t = s.txn
+        return cls(
+            alert_id_for(t.txn_id),
+            t.txn_id,
+            t.user_id,
+            t.card_id,
+            t.merchant_id,
+            t.ts,
+            t.amount,
+            t.currency,
+            t.country,
+            t.channel,
+            t.lat,
+            t.lon,
+            s.risk_score,
+            s.decision,
+            s.reasons,
+            s.anomaly_score,
+            s.features,
+            s.model_version,
+            s.processed_at,
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "txn_id": self.txn_id,
+            "user_id": self.user_id,
+            "card_id": self.card_id,
+            "merchant_id": self.merchant_id,
+            "ts": format_ts(self.ts),
+            "amount": self.amount,
+            "currency": self.currency,
+            "country": self.country,
+            "channel": self.channel,
+            "lat": self.lat,
+            "lon": self.lon,
+            "risk_score": self.risk_score,
+            "decision": self.decision,
+            "reasons": [
+                {"code": r.code, "detail": r.detail, "contribution": r.contribution}
+                for r in self.reasons
+            ],
+            "anomaly_score": self.anomaly_score,
+            "features": self.features,
+            "model_version": self.model_version,
+            "created_at": format_ts(self.created_at),
+            "schema_version": self.schema_version,
+        }
+
+
+def encode_alert(alert: Alert) -> bytes:
+    return orjson.dumps(alert.to_json_dict())
+
+
+def decode_alert(raw: bytes) -> Alert:
+    """Parse Alert v1 JSON (for consumers and tests); raises ValueError on a bad message."""
+    d = orjson.loads(raw)
+    if d.get("schema_version") != ALERT_VERSION:
+        raise ValueError(f"unsupported alert schema_version {d.get('schema_version')!r}")
+    reasons = tuple(Reason(r["code"], r["detail"], float(r["contribution"])) for r in d["reasons"])
+    return Alert(
+        **{
+            **d,
+            "ts": datetime.fromisoformat(d["ts"]),
+            "created_at": datetime.fromisoformat(d["created_at"]),
+            "reasons": reasons,
+        }
+    )
+
+
+REVIEW_SPECS: tuple[FieldSpec, ...] = (
+    FieldSpec("alert_id", "id", "String", "The reviewed alert."),
+    FieldSpec("txn_id", "id", "String", "Its transaction."),
+    FieldSpec("user_id", "id", "String", "Account holder (the Kafka key)."),
+    FieldSpec("verdict", "enum", "LowCardinality(String)", "Analyst verdict.", choices=VERDICTS),
+    FieldSpec("assignee", "str", "LowCardinality(String)", "Analyst who owns the alert."),
+    FieldSpec("note", "str", "String", "Free text.", required=False, max_len=2000),
+    FieldSpec("reviewed_at", "ts", "DateTime64(3, 'UTC')", "When the verdict was given."),
+    FieldSpec(
+        "schema_version", "int", "UInt8", "Contract version.", extra_json={"const": REVIEW_VERSION}
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """An analyst verdict on an alert (topic ``fraud-feedback``, table ``alert_reviews``)."""
+
+    alert_id: str
+    txn_id: str
+    user_id: str
+    verdict: str
+    assignee: str
+    note: str | None
+    reviewed_at: datetime
+    schema_version: int = REVIEW_VERSION
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict={self.verdict!r} not one of {VERDICTS}")
+        if not self.assignee or len(self.assignee) > 64:
+            raise ValueError("assignee must be 1-64 characters")
+        if self.reviewed_at.tzinfo is None:
+            raise ValueError("reviewed_at must be timezone-aware")
+
+
+def encode_review(r: Review) -> bytes:
+    return orjson.dumps(
+        {
+            "alert_id": r.alert_id,
+            "txn_id": r.txn_id,
+            "user_id": r.user_id,
+            "verdict": r.verdict,
+            "assignee": r.assignee,
+            "note": r.note,
+            "reviewed_at": format_ts(r.reviewed_at),
+            "schema_version": r.schema_version,
+        }
+    )
+
+
+def decode_review(raw: bytes) -> Review:
+    d = orjson.loads(raw)
+    if d.get("schema_version") != REVIEW_VERSION:
+        raise ValueError(f"unsupported review schema_version {d.get('schema_version')!r}")
+    return Review(**{**d, "reviewed_at": datetime.fromisoformat(d["reviewed_at"])})
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A refused message: original key/value bytes untouched, the reason and its origin."""
+
+    key: bytes | None
+    value: bytes | None
+    error_code: str
+    error_message: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    failed_at: datetime
+
+    @classmethod
+    def of(
+        cls,
+        err: DecodeError,
+        key: bytes | None,
+        value: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        now: datetime,
+    ) -> DeadLetter:
+        return cls(key, value, err.code, err.message, topic, partition, offset, now)
+
+
+__all__ += ["DecodeError", "decode_event"]

@@ -1,0 +1,143 @@
+"""The one typed, frozen settings object: env prefix ``FRAUD_``, overridable from the CLI.
+
+Build it once per entry point with :func:`load_settings` and pass it down; nothing else
+reads the environment.  Every invalid value is refused with a :class:`ConfigError` whose
+message names the field, its environment variable and the allowed range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+ENV_PREFIX = "FRAUD_"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the system, with documented defaults."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # --- Kafka ---------------------------------------------------------------------
+    brokers: str = Field("", description="Kafka bootstrap servers; empty = embedded broker.")
+    topic_transactions: str = Field("transactions", min_length=1, max_length=249)
+    topic_alerts: str = Field("fraud-alerts", min_length=1, max_length=249)
+    topic_dlq: str = Field("transactions-dlq", min_length=1, max_length=249)
+    topic_feedback: str = Field("fraud-feedback", min_length=1, max_length=249)
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions per topic on create.")
+    consumer_group: str = Field("fraud-dataflow", min_length=1)
+    max_message_bytes: int = Field(16_384, ge=512, le=10_485_760)
+
+    # --- ClickHouse ----------------------------------------------------------------
+    clickhouse_url: str = Field(
+        "chdb://./data/chdb", description="http(s)://host:port or chdb:///path (embedded)."
+    )
+    clickhouse_database: str = Field("fraud", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    clickhouse_batch_rows: int = Field(1000, ge=1, le=1_000_000)
+    clickhouse_batch_seconds: float = Field(0.5, gt=0, le=60)
+    clickhouse_ttl_days: int = Field(90, ge=1, le=3650, description="TTL of raw rows.")
+
+    # --- Dataflow runtime ----------------------------------------------------------
+    shards: int = Field(
+        16, ge=1, le=4096, description="Model/state shards (crc32(user_id) % shards)."
+    )
+    epoch_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="Snapshot interval; each epoch snapshots touched shards."
+    )
+    recovery_dir: Path | None = Field(None, description="Bytewax recovery DB dir; None = off.")
+    lateness_s: float = Field(
+        300.0, ge=0, le=86_400, description="Out-of-order tolerance kept in per-user windows."
+    )
+    user_ttl_days: float = Field(
+        30.0, gt=0, le=3650, description="Idle users' state is evicted after this (event time)."
+    )
+
+    # --- Anomaly model (River HalfSpaceTrees) --------------------------------------
+    hst_trees: int = Field(25, ge=1, le=500)
+    hst_height: int = Field(6, ge=1, le=20)
+    hst_window: int = Field(250, ge=10, le=100_000)
+    hst_seed: int = Field(42, ge=0)
+    hst_warmup: int = Field(
+        500, ge=0, le=10_000_000, description="Events a shard model sees before its score counts."
+    )
+    calibration_window: int = Field(
+        2000, ge=50, le=1_000_000, description="Recent scores ranked to calibrate HST."
+    )
+    anomaly_weight: float = Field(
+        0.45, ge=0, le=1, description="Max risk contribution of the anomaly model."
+    )
+    anomaly_floor: float = Field(
+        0.95, ge=0, lt=1, description="Percentile below which the anomaly adds nothing."
+    )
+
+    # --- Decisions -----------------------------------------------------------------
+    review_threshold: float = Field(0.5, gt=0, le=1)
+    block_threshold: float = Field(0.8, gt=0, le=1)
+
+    # --- Rules ---------------------------------------------------------------------
+    high_amount_usd: float = Field(3000.0, gt=0)
+    zscore_threshold: float = Field(3.0, gt=0)
+    min_history: int = Field(5, ge=1, description="Transactions before profile rules apply.")
+    velocity_1m: int = Field(5, ge=1, description="More than this many txns in 1 min hits.")
+    velocity_10m: int = Field(4, ge=1, description="More than this many txns in 10 min hits.")
+    velocity_1h: int = Field(15, ge=1, description="More than this many txns in 1 h hits.")
+    travel_kmh: float = Field(900.0, gt=0, description="Faster than an airliner is impossible.")
+    travel_min_km: float = Field(150.0, ge=0, description="Ignore hops shorter than this.")
+    card_testing_usd: float = Field(5.0, gt=0, description="A 'small' test charge, in USD.")
+    card_testing_count: int = Field(3, ge=2, description="Small charges in 10 min that hit.")
+    unusual_hour_share: float = Field(
+        0.02, ge=0, le=1, description="Local hours seen less often than this are unusual."
+    )
+    unusual_hour_history: int = Field(20, ge=1)
+
+    # --- Dashboard -----------------------------------------------------------------
+    dash_host: str = "127.0.0.1"
+    dash_port: int = Field(8050, ge=1, le=65535)
+    dash_refresh_s: float = Field(2.0, ge=0.5, le=3600)
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Settings:
+        if self.review_threshold >= self.block_threshold:
+            raise ValueError(
+                f"review_threshold ({self.review_threshold}) must be below "
+                f"block_threshold ({self.block_threshold})"
+            )
+        return self
+
+    @property
+    def model_version(self) -> str:
+        """Identifies the scoring configuration on every row and alert."""
+        return f"rules-v1+hst-t{self.hst_trees}h{self.hst_height}w{self.hst_window}s{self.hst_seed}"
+
+    def safe_dict(self) -> dict[str, Any]:
+        """Settings for display: URLs with credentials are masked."""
+        d = self.model_dump()
+        url = d["clickhouse_url"]
+        if "@" in url:
+            scheme, rest = url.split("://", 1)
+            d["clickhouse_url"] = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return d
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from ``FRAUD_*`` env vars, then ``overrides`` (CLI options; None = unset).
+
+    Raises ConfigError naming the field, its env var and what is allowed.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"{ENV_PREFIX}{field.upper()}" if field != "settings" else ENV_PREFIX + "*"
+            lines.append(f"{field} ({env}) = {err.get('input')!r}: {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from e

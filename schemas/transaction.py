@@ -1,0 +1,281 @@
+"""Transaction v1: the input contract on topic ``transactions``, and its strict decoder.
+
+Decoding never raises on bad input: it returns a :class:`DecodeError` carrying a reason
+code and message, so the dataflow can route the original bytes to the dead-letter
+topic and keep running.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from schemas.currency import ISO_4217
+from schemas.fields import FieldSpec
+
+__all__ = [
+    "CHANNELS",
+    "LABEL_SPECS",
+    "MAX_MESSAGE_BYTES",
+    "TRANSACTION_SPECS",
+    "TRANSACTION_VERSION",
+    "DecodeError",
+    "Label",
+    "Transaction",
+    "decode_event",
+    "encode_transaction",
+    "format_ts",
+]
+
+TRANSACTION_VERSION = 1
+CHANNELS = ("pos", "ecom", "atm")
+MAX_AMOUNT = 1e9
+"""Larger amounts are data errors, not purchases."""
+MAX_MESSAGE_BYTES = 16_384
+"""A transaction is ~400 bytes; anything 40x larger is refused before parsing."""
+
+_ID = "Opaque identifier, 1-64 characters."
+
+TRANSACTION_SPECS: tuple[FieldSpec, ...] = (
+    FieldSpec("txn_id", "id", "String", "Unique transaction id. " + _ID),
+    FieldSpec("ts", "ts", "DateTime64(3, 'UTC')", "Event time, ISO-8601 with a UTC offset."),
+    FieldSpec("user_id", "id", "String", "Account holder. " + _ID),
+    FieldSpec("card_id", "id", "String", "Card used. " + _ID),
+    FieldSpec("merchant_id", "id", "String", "Merchant or terminal. " + _ID),
+    FieldSpec(
+        "merchant_category", "str", "LowCardinality(String)", "Merchant category (MCC label)."
+    ),
+    FieldSpec(
+        "amount",
+        "float",
+        "Float64",
+        "Amount in `currency`; positive and finite.",
+        extra_json={"exclusiveMinimum": 0, "maximum": MAX_AMOUNT},
+    ),
+    FieldSpec("currency", "currency", "LowCardinality(String)", "ISO 4217 code."),
+    FieldSpec("lat", "lat", "Float64", "Latitude of the point of sale.", minimum=-90, maximum=90),
+    FieldSpec(
+        "lon", "lon", "Float64", "Longitude of the point of sale.", minimum=-180, maximum=180
+    ),
+    FieldSpec("country", "country", "LowCardinality(String)", "ISO 3166-1 alpha-2 code."),
+    FieldSpec("channel", "enum", "LowCardinality(String)", "Channel.", choices=CHANNELS),
+    FieldSpec("device_id", "id", "Nullable(String)", "Device fingerprint, if known.", False),
+    FieldSpec("ip", "ip", "Nullable(String)", "Client IP address, if known.", False),
+    FieldSpec(
+        "schema_version",
+        "int",
+        "UInt8",
+        "Contract version; must be 1.",
+        extra_json={"const": TRANSACTION_VERSION},
+    ),
+)
+
+LABEL_SPECS: tuple[FieldSpec, ...] = (
+    FieldSpec("is_fraud", "bool", "Nullable(UInt8)", "Ground truth, generator only.", False),
+    FieldSpec("pattern", "str", "LowCardinality(Nullable(String))", "Fraud pattern name.", False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """A validated card transaction (Transaction v1). ``ts`` is always UTC-aware."""
+
+    txn_id: str
+    ts: datetime
+    user_id: str
+    card_id: str
+    merchant_id: str
+    merchant_category: str
+    amount: float
+    currency: str
+    lat: float
+    lon: float
+    country: str
+    channel: str
+    device_id: str | None = None
+    ip: str | None = None
+    schema_version: int = TRANSACTION_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """Generator/dataset ground truth. Travels beside a transaction; scoring never reads it."""
+
+    is_fraud: bool
+    pattern: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """Why a message was refused. ``code`` is a stable machine-readable reason."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+def format_ts(ts: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z`` suffix (the wire format)."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def encode_transaction(txn: Transaction, label: Label | None = None) -> bytes:
+    """JSON bytes of ``txn`` (and its optional ``label`` object)."""
+    d: dict[str, Any] = {
+        "txn_id": txn.txn_id,
+        "ts": format_ts(txn.ts),
+        "user_id": txn.user_id,
+        "card_id": txn.card_id,
+        "merchant_id": txn.merchant_id,
+        "merchant_category": txn.merchant_category,
+        "amount": txn.amount,
+        "currency": txn.currency,
+        "lat": txn.lat,
+        "lon": txn.lon,
+        "country": txn.country,
+        "channel": txn.channel,
+        "device_id": txn.device_id,
+        "ip": txn.ip,
+        "schema_version": txn.schema_version,
+    }
+    if label is not None:
+        d["label"] = {"is_fraud": label.is_fraud, "pattern": label.pattern}
+    return orjson.dumps(d)
+
+
+class _Invalid(Exception):
+    """Internal: raised by field checks, turned into a DecodeError at the boundary."""
+
+    def __init__(self, code: str, message: str, field: str) -> None:
+        super().__init__(message)
+        self.err = DecodeError(code, message, field)
+
+
+_IP_CHARS = frozenset("0123456789abcdefABCDEF:.")
+
+
+def _check(spec: FieldSpec, value: Any) -> Any:
+    name, kind = spec.name, spec.kind
+    if value is None:
+        if spec.required:
+            raise _Invalid("null_field", f"field {name!r} is null", name)
+        return None
+    if kind in ("id", "str"):
+        if type(value) is not str:
+            raise _Invalid("wrong_type", f"field {name!r} must be a string, got {value!r}", name)
+        if not value or len(value) > spec.max_len:
+            raise _Invalid(
+                "out_of_range", f"field {name!r} must be 1-{spec.max_len} characters", name
+            )
+        return value
+    if kind in ("float", "lat", "lon"):
+        if type(value) not in (float, int):  # bool is not a number here
+            raise _Invalid("wrong_type", f"field {name!r} must be a number, got {value!r}", name)
+        v = float(value)
+        if not math.isfinite(v):
+            raise _Invalid("out_of_range", f"field {name!r} must be finite", name)
+        if kind == "float" and not (0.0 < v <= MAX_AMOUNT):
+            raise _Invalid("out_of_range", f"{name}={value!r} must be in (0, {MAX_AMOUNT:g}]", name)
+        if kind != "float" and not (spec.minimum <= v <= spec.maximum):  # type: ignore[operator]
+            raise _Invalid(
+                "out_of_range",
+                f"{name}={value!r} outside [{spec.minimum:g}, {spec.maximum:g}]",
+                name,
+            )
+        return v
+    if kind == "ts":
+        if type(value) is not str:
+            raise _Invalid("wrong_type", f"field {name!r} must be an ISO-8601 string", name)
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            raise _Invalid("invalid_timestamp", f"{name}={value!r} is not ISO-8601", name) from None
+        if ts.tzinfo is None:
+            raise _Invalid("naive_timestamp", f"{name}={value!r} has no UTC offset", name)
+        return ts if ts.tzinfo is UTC else ts.astimezone(UTC)
+    if kind == "currency":
+        if type(value) is not str or value not in ISO_4217:
+            raise _Invalid("invalid_value", f"{name}={value!r} is not an ISO 4217 code", name)
+        return value
+    if kind == "country":
+        if type(value) is not str or len(value) != 2 or not value.isascii() or not value.isupper():
+            raise _Invalid("invalid_value", f"{name}={value!r} is not ISO 3166 alpha-2", name)
+        return value
+    if kind == "enum":
+        if value not in spec.choices:
+            raise _Invalid("invalid_value", f"{name}={value!r} not one of {spec.choices}", name)
+        return value
+    if kind == "ip":
+        if type(value) is not str or not (2 <= len(value) <= 45) or not _IP_CHARS.issuperset(value):
+            raise _Invalid("invalid_value", f"{name}={value!r} is not an IP address", name)
+        return value
+    if kind == "int":
+        if type(value) is not int:
+            raise _Invalid("wrong_type", f"field {name!r} must be an integer, got {value!r}", name)
+        return value
+    raise AssertionError(f"unhandled kind {kind!r}")  # pragma: no cover
+
+
+_TXN_FIELDS = tuple(s for s in TRANSACTION_SPECS if s.name != "schema_version")
+
+
+def decode_event(
+    raw: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES
+) -> tuple[Transaction, Label | None] | DecodeError:
+    """Decode and validate one message value into a transaction and its optional label.
+
+    Returns a :class:`DecodeError` (never raises) for: a null value, an oversized
+    message, malformed JSON, a non-object, an unknown ``schema_version``, or any field
+    that is missing, null, of the wrong type or out of range.  Unknown extra properties
+    are ignored (tolerant reader) so producers can add optional fields within v1.
+    """
+    if raw is None:
+        return DecodeError("null_value", "message value is null (tombstone)")
+    if len(raw) > max_bytes:
+        return DecodeError("too_large", f"message is {len(raw)} bytes, limit {max_bytes}")
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        return DecodeError("invalid_json", f"malformed JSON: {e}")
+    if type(d) is not dict:
+        return DecodeError("not_an_object", f"expected a JSON object, got {type(d).__name__}")
+    version = d.get("schema_version")
+    if version != TRANSACTION_VERSION or type(version) is not int:
+        return DecodeError(
+            "unknown_schema_version",
+            f"schema_version={version!r} is not supported (expected {TRANSACTION_VERSION})",
+            "schema_version",
+        )
+    try:
+        values = []
+        for spec in _TXN_FIELDS:
+            if spec.name not in d:
+                if spec.required:
+                    raise _Invalid(
+                        "missing_field", f"required field {spec.name!r} is missing", spec.name
+                    )
+                values.append(None)
+            else:
+                values.append(_check(spec, d[spec.name]))
+        txn = Transaction(*values)
+        label = _decode_label(d.get("label"))
+    except _Invalid as e:
+        return e.err
+    return txn, label
+
+
+def _decode_label(obj: Any) -> Label | None:
+    if obj is None:
+        return None
+    if type(obj) is not dict or type(obj.get("is_fraud")) is not bool:
+        raise _Invalid(
+            "invalid_value", f"label={obj!r} must be {{is_fraud: bool, pattern}}", "label"
+        )
+    pattern = obj.get("pattern")
+    if pattern is not None and type(pattern) is not str:
+        raise _Invalid("wrong_type", f"label.pattern={pattern!r} must be a string", "label")
+    return Label(obj["is_fraud"], pattern)

@@ -1,0 +1,57 @@
+"""The anomaly model: scaled inputs in [0, 1], calibration, warm-up, determinism."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from river.anomaly import HalfSpaceTrees
+
+from dataflows.anomaly import ShardModel, scale_features
+from tests.unit.test_rules import BASE
+
+
+def test_scaled_features_stay_in_unit_interval() -> None:
+    extremes = [
+        BASE,
+        replace(BASE, amount_usd=1e9, amount_z=1e3, cnt_1m=10**6, cnt_10m=10**6, cnt_1h=10**6,
+                cnt_24h=10**6, sum_24h_usd=1e12, small_10m=999, speed_kmh=1e9, km_prev=3e4,
+                history=10**7, new_country=True, new_device=True, hour_share=0.0,
+                card_present=False),
+        replace(BASE, amount_usd=0.01, amount_z=-50.0, hour_share=1.0, history=0),
+    ]  # fmt: skip
+    for f in extremes:
+        x = scale_features(f)
+        assert all(0.0 <= v <= 1.0 for v in x.values()), x
+
+
+def _stream(n: int, seed: int = 1) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    return [{"a": rng.random() * 0.2, "b": rng.random() * 0.2} for _ in range(n)]
+
+
+def test_shard_model_is_river_hst_score_then_learn() -> None:
+    xs = _stream(600)
+    m = ShardModel(10, 6, 50, 42, warmup=0, calib=100)
+    ref = HalfSpaceTrees(n_trees=10, height=6, window_size=50, seed=42)
+    for x in xs:
+        expected = ref.score_one(x)
+        ref.learn_one(x)
+        raw, _ = m.score_learn(x)
+        assert raw == expected
+
+
+def test_calibrated_percentile_ranks_outliers_high_and_respects_warmup() -> None:
+    m = ShardModel(10, 6, 50, 42, warmup=300, calib=200)
+    pcts = [m.score_learn(x)[1] for x in _stream(400)]
+    assert pcts[:300] == [0.0] * 300  # warm-up: the score does not count
+    _, outlier = m.score_learn({"a": 0.95, "b": 0.97})
+    assert outlier > 0.95
+    normal = [m.score_learn(x)[1] for x in _stream(200, seed=9)]
+    assert sorted(normal)[100] < 0.8  # median normal event is not extreme
+
+
+def test_seeded_models_are_deterministic() -> None:
+    a, b = ShardModel(5, 5, 50, 7, 0, 100), ShardModel(5, 5, 50, 7, 0, 100)
+    xs = _stream(300)
+    assert [a.score_learn(x) for x in xs] == [b.score_learn(x) for x in xs]

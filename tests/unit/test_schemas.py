@@ -1,0 +1,156 @@
+"""Transaction decoding: round trips and every validation error, as a table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from schemas.jsonschema import SCHEMA_DIR, all_schemas, render, write_schemas
+from schemas.scored import (
+    Alert,
+    Reason,
+    Review,
+    ScoredTransaction,
+    alert_id_for,
+    decode_alert,
+    decode_review,
+    encode_alert,
+    encode_review,
+)
+from schemas.transaction import DecodeError, Label, Transaction, decode_event, encode_transaction
+from tests.conftest import txn_bytes, txn_dict
+
+
+def test_decode_valid_roundtrip() -> None:
+    res = decode_event(txn_bytes(3, device_id="d1", ip="10.0.0.1", channel="ecom"))
+    assert isinstance(res, tuple)
+    txn, label = res
+    assert label is None
+    assert txn.txn_id == "t3" and txn.device_id == "d1" and txn.channel == "ecom"
+    assert txn.ts == datetime(2026, 3, 2, 12, 3, tzinfo=UTC)
+    again = decode_event(encode_transaction(txn, Label(True, "card_testing")))
+    assert again == (txn, Label(True, "card_testing"))
+
+
+def test_offset_timestamps_are_normalised_to_utc() -> None:
+    res = decode_event(txn_bytes(ts="2026-03-02T14:00:00+02:00"))
+    assert isinstance(res, tuple)
+    assert res[0].ts == datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    assert res[0].ts.tzinfo is UTC
+
+
+def test_unknown_fields_are_tolerated() -> None:
+    assert isinstance(decode_event(txn_bytes(extra_field=1)), tuple)
+
+
+BAD = [
+    (None, "null_value", None),
+    (b"x" * 20_000, "too_large", None),
+    (b"{not json", "invalid_json", None),
+    (b"[1, 2]", "not_an_object", None),
+    (orjson.dumps(txn_dict(schema_version=2)), "unknown_schema_version", "schema_version"),
+    (orjson.dumps(txn_dict(schema_version="1")), "unknown_schema_version", "schema_version"),
+    (orjson.dumps({k: v for k, v in txn_dict().items() if k != "amount"}), "missing_field",
+     "amount"),
+    (txn_bytes(amount=-5), "out_of_range", "amount"),
+    (txn_bytes(amount=0), "out_of_range", "amount"),
+    (txn_bytes(amount=2e9), "out_of_range", "amount"),
+    (txn_bytes(amount="12.5"), "wrong_type", "amount"),
+    (txn_bytes(amount=True), "wrong_type", "amount"),
+    (b'{"amount": NaN}', "invalid_json", None),
+    (txn_bytes(currency="XYZ"), "invalid_value", "currency"),
+    (txn_bytes(currency="usd"), "invalid_value", "currency"),
+    (txn_bytes(lat=91.0), "out_of_range", "lat"),
+    (txn_bytes(lon=-180.5), "out_of_range", "lon"),
+    (txn_bytes(ts="2026-03-02T12:00:00"), "naive_timestamp", "ts"),
+    (txn_bytes(ts="yesterday"), "invalid_timestamp", "ts"),
+    (txn_bytes(ts=1700000000), "wrong_type", "ts"),
+    (txn_bytes(user_id=""), "out_of_range", "user_id"),
+    (txn_bytes(user_id="u" * 65), "out_of_range", "user_id"),
+    (txn_bytes(user_id=None), "null_field", "user_id"),
+    (txn_bytes(txn_id=17), "wrong_type", "txn_id"),
+    (txn_bytes(country="usa"), "invalid_value", "country"),
+    (txn_bytes(channel="phone"), "invalid_value", "channel"),
+    (txn_bytes(ip="not an ip!"), "invalid_value", "ip"),
+    (txn_bytes(label={"is_fraud": "yes"}), "invalid_value", "label"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("raw", "code", "field"), BAD)
+def test_decode_refuses_with_reason(raw: bytes | None, code: str, field: str | None) -> None:
+    res = decode_event(raw)
+    assert isinstance(res, DecodeError), res
+    assert (res.code, res.field) == (code, field)
+    assert res.message
+    if field:
+        assert field in res.message
+
+
+def _scored(decision: str = "block") -> ScoredTransaction:
+    res = decode_event(txn_bytes(7))
+    assert isinstance(res, tuple)
+    return ScoredTransaction(
+        res[0], None, {"amount_usd": 42.5}, 0.7, 0.99,
+        (Reason("impossible_travel", "5000 km in 10 min", 0.9),), 0.93, decision, "v",
+        datetime(2026, 3, 2, 13, 0, tzinfo=UTC),
+    )  # fmt: skip
+
+
+def test_alert_roundtrip_and_stable_id() -> None:
+    alert = Alert.from_scored(_scored())
+    assert alert.alert_id == alert_id_for("t7") == Alert.from_scored(_scored()).alert_id
+    assert alert_id_for("t7") != alert_id_for("t8")
+    raw = encode_alert(alert)
+    assert decode_alert(raw) == alert
+    assert orjson.loads(raw)["reasons"] == [
+        {"code": "impossible_travel", "detail": "5000 km in 10 min", "contribution": 0.9}
+    ]
+
+
+def test_alert_json_matches_published_schema_fields() -> None:
+    doc = json.loads((SCHEMA_DIR / "alert-v1.json").read_text())
+    payload = orjson.loads(encode_alert(Alert.from_scored(_scored())))
+    assert set(payload) == set(doc["properties"])
+    assert set(doc["required"]) <= set(payload)
+
+
+def test_review_roundtrip_and_validation() -> None:
+    r = Review("a1", "t1", "alice", "confirmed_fraud", "ann", "called the customer",
+               datetime(2026, 3, 2, tzinfo=UTC))  # fmt: skip
+    assert decode_review(encode_review(r)) == r
+    with pytest.raises(ValueError, match="verdict"):
+        Review("a1", "t1", "alice", "maybe", "ann", None, datetime(2026, 3, 2, tzinfo=UTC))
+
+
+def test_json_schema_files_match_models() -> None:
+    assert write_schemas(check=True) == [], "run `fraud schemas` and commit schemas/json"
+
+
+# The published v1 contracts. Changing a model changes its schema: bump the version
+# (a new file, e.g. alert-v2.json) instead of editing these hashes.
+CONTRACT_SHA256 = {
+    "alert-v1.json": "33d4444d90f6cedb245f46719d46f5a239f73904ff64e4395ccb5561d336de03",
+    "transaction-v1.json": "7c4a39f62eb940056bb815854b568e86b0c136961055f69d39e28c0dd8c887a8",
+    "review-v1.json": "e6c78df4aec12e6669838bd7706f1025d29ee6b05fa64853034c7905ff166ad5",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT_SHA256))
+def test_published_contract_unchanged_without_version_bump(name: str) -> None:
+    text = render(all_schemas()[name])
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    assert digest == CONTRACT_SHA256[name], (
+        f"{name} changed: a public contract changes only with a schema_version bump"
+    )
+
+
+def test_transaction_is_immutable() -> None:
+    res = decode_event(txn_bytes())
+    assert isinstance(res, tuple)
+    txn: Transaction = res[0]
+    with pytest.raises(AttributeError):
+        txn.amount = 1.0  # type: ignore[misc]

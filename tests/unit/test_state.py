@@ -1,0 +1,112 @@
+"""Per-user state: exact event-time windows, out-of-order inserts, late events, bounds."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import timedelta
+
+import pytest
+
+from dataflows.state import MAX_EVENTS, UserState, haversine_km, local_hour, observe
+from schemas.transaction import Transaction, decode_event
+from tests.conftest import T0, txn_bytes
+
+
+def txn(minutes: float, **over) -> Transaction:
+    ts = (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    res = decode_event(txn_bytes(int(minutes * 1000), ts=ts, **over))
+    assert isinstance(res, tuple), res
+    return res[0]
+
+
+def feed(state: UserState, *txns: Transaction, lateness_s: float = 300):
+    return [observe(state, t, lateness_ms=lateness_s * 1000, small_usd=5.0) for t in txns]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "km"),
+    [((40.7128, -74.006), (51.5074, -0.1278), 5570.0),  # New York - London
+     ((48.8566, 2.3522), (48.8566, 2.3522), 0.0),
+     ((0.0, 179.9), (0.0, -179.9), 22.2)],  # across the antimeridian
+)  # fmt: skip
+def test_haversine(a, b, km) -> None:
+    assert haversine_km(*a, *b) == pytest.approx(km, rel=0.01, abs=0.5)
+
+
+def test_local_hour_follows_longitude() -> None:
+    noon_utc = int(T0.timestamp() * 1000)
+    assert local_hour(noon_utc, 0.0) == 12
+    assert local_hour(noon_utc, -74.0) == 7  # New York solar time
+    assert local_hour(noon_utc, 150.0) == 22
+
+
+def test_windows_count_exactly() -> None:
+    st = UserState()
+    fs = feed(st, txn(0), txn(0.5), txn(0.9), txn(5), txn(61))
+    assert [f.cnt_1m for f in fs] == [1, 2, 3, 1, 1]
+    assert [f.cnt_10m for f in fs] == [1, 2, 3, 4, 1]
+    assert [f.cnt_1h for f in fs] == [1, 2, 3, 4, 2]  # t=61 sees t=5 (56 min ago) and itself
+    assert [f.cnt_24h for f in fs] == [1, 2, 3, 4, 5]
+    assert fs[-1].sum_24h_usd == pytest.approx(5 * 42.5)
+
+
+def test_out_of_order_event_within_lateness_updates_windows() -> None:
+    st = UserState()
+    feed(st, txn(0), txn(10))
+    (late_ok,) = feed(st, txn(9.5))  # 30 s behind the newest: within lateness
+    assert not late_ok.late
+    # Windows end at the event's own time: t=10 is after it, t=0 is 9.5 min before.
+    assert (late_ok.cnt_1m, late_ok.cnt_10m) == (1, 2)
+    (f,) = feed(st, txn(10.2))
+    assert f.cnt_1m == 3  # 9.5, 10, 10.2
+    assert [st.events[i * 4] for i in range(len(st.events) // 4)] == sorted(
+        st.events[i * 4] for i in range(len(st.events) // 4)
+    )
+
+
+def test_late_event_is_scored_but_does_not_change_state() -> None:
+    st = UserState()
+    feed(st, txn(0), txn(60))
+    before = pickle.dumps(st)
+    (f,) = feed(st, txn(30), lateness_s=60)  # 30 min behind, lateness 1 min
+    assert f.late and f.cnt_1h == 2  # counted virtually: t=0, itself
+    assert pickle.dumps(st) == before
+
+
+def test_horizon_and_cap_bound_memory() -> None:
+    st = UserState()
+    feed(st, *[txn(m) for m in range(0, 3 * 24 * 60, 30)])  # 3 days, every 30 min
+    n = len(st.events) // 4
+    assert n <= 24 * 2 + 11  # 24 h + 5 min lateness at 2/h
+    st2 = UserState()
+    feed(st2, *[txn(m / 100) for m in range(MAX_EVENTS + 100)])
+    assert len(st2.events) // 4 == MAX_EVENTS
+
+
+def test_impossible_travel_features_use_previous_card_present_location() -> None:
+    st = UserState()
+    f1, f2, f3 = feed(
+        st,
+        txn(0),  # New York POS
+        txn(5, channel="ecom", lat=10.0, lon=10.0),  # ecom: location not used
+        txn(30, lat=51.5074, lon=-0.1278, country="GB"),  # London POS 30 min later
+    )
+    assert f1.km_prev == 0.0 and f2.km_prev == 0.0
+    assert f3.km_prev == pytest.approx(5570, rel=0.01)
+    assert f3.speed_kmh == pytest.approx(5570 * 2, rel=0.01)
+
+
+def test_profile_novelty_features() -> None:
+    st = UserState()
+    fs = feed(st, *[txn(i * 60, device_id="d1") for i in range(6)])
+    assert not any(f.new_country or f.new_device for f in fs)
+    (f,) = feed(st, txn(400, country="FR", device_id="d2", amount=4000.0))
+    assert f.new_country and f.new_device and f.history == 6
+    assert f.amount_z > 10
+
+
+def test_state_pickles_small() -> None:
+    st = UserState()
+    feed(st, *[txn(i * 180, device_id="d1") for i in range(5)])
+    assert st == pickle.loads(pickle.dumps(st))
+    assert len(pickle.dumps(st)) < 600
