@@ -101,7 +101,7 @@ def test_malformed_input_goes_to_dlq_and_nothing_is_lost(
     good = steady("dave", 20)
     bad = [b"{not json", txn_bytes(txn_id="x", amount=-1), None, txn_bytes(schema_version=9)]
     events = good[:5] + bad[:2] + good[5:12] + bad[2:] + good[12:]
-    alerts, rows, dlq = run(settings, events, runner)
+    _, rows, dlq = run(settings, events, runner)
     assert len(rows) + len(dlq) == len(events)
     assert sorted(r.txn.txn_id for r in rows) == sorted(f"dave-{i}" for i in range(20))
     assert sorted(d.error_code for d in dlq) == [

@@ -74,7 +74,9 @@ def test_anomaly_ramp(pct: float, expected: float | None) -> None:
     assert (r.contribution if r else None) == (pytest.approx(expected) if expected else None)
 
 
-@pytest.mark.parametrize(("risk", "d"), [(0.0, "approve"), (0.49, "approve"), (0.5, "review"),
-                                         (0.79, "review"), (0.8, "block"), (1.0, "block")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("risk", "d"),
+    [(0.0, "approve"), (0.49, "approve"), (0.5, "review"), (0.79, "review"), (0.8, "block")],
+)
 def test_decide_thresholds(risk: float, d: str) -> None:
     assert decide(risk, S) == d
