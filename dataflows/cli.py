@@ -100,6 +100,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"wrote {n:,} rows to {args.out} in {dt:.1f}s ({n / dt * 60:,.0f} rows/min)")
         return 0
     events = event_stream(cfg, args.count)
+    if args.to == "kafka":
+        return _generate_kafka(args, events)
     if args.to == "stdout":
         write_jsonl(events, sys.stdout.buffer, args.rate)
         return 0
@@ -113,6 +115,37 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"wrote {n:,} events to {args.out}")
         return 0
     raise ConfigError(f"--to {args.to!r}: not available yet")  # pragma: no cover
+
+
+def _generate_kafka(args: argparse.Namespace, events: Iterable[tuple[bytes, bytes]]) -> int:
+    from dataflows.kafka import make_producer, produce_all
+    from generators.stream import Pacer, Progress
+
+    s = _settings(args)
+    producer = make_producer(s)
+    prog = Progress(f"produce -> {s.topic_transactions}", args.count)
+    pacer = Pacer(args.rate)
+
+    def paced() -> Iterable[tuple[bytes, bytes]]:
+        for kv in events:
+            pacer.tick()
+            yield kv
+
+    n = produce_all(producer, s.topic_transactions, paced(),
+                    lambda k: prog.update(k, f"queued {len(producer):,}"))  # fmt: skip
+    prog.done()
+    print(f"produced {n:,} events to {s.topic_transactions!r} on {s.brokers}")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from dataflows.kafka import create_topics
+
+    s = _settings(args)
+    for topic, state in create_topics(s).items():
+        print(f"{topic}: {state} ({s.partitions} partitions)" if state == "created"
+              else f"{topic}: {state}")  # fmt: skip
+    return 0
 
 
 def _format_alert(a: Any) -> str:
@@ -200,11 +233,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dataflows.io import jsonl_lines
 
     s = _settings(args)
+    if args.input is None:
+        return _run_kafka(s)
     path = Path(args.input)
     if not path.exists():
         raise ConfigError(f"--input {path}: no such file")
     rows, decisions, rate = _run_local(s, lambda: jsonl_lines(path), args.show)
     _summary(rows, decisions, rate)
+    return 0
+
+
+def _run_kafka(s: Settings) -> int:
+    """Score the Kafka topic in-process (for a cluster use python -m bytewax.run)."""
+    from bytewax.run import cli_main
+
+    from dataflows.io import CallbackSink
+    from dataflows.kafka import kafka_flow
+    from generators.stream import Progress
+
+    prog = Progress(f"scored from {s.topic_transactions}")
+    flagged = [0]
+
+    def on_rows(batch: list[Any]) -> None:
+        flagged[0] += sum(r.flagged for r in batch)
+        prog.update(len(batch), f"flagged {flagged[0]:,}")
+
+    cli_main(kafka_flow(s, CallbackSink(on_rows)), epoch_interval=None)
+    prog.done(f"flagged {flagged[0]:,}")
     return 0
 
 
@@ -250,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="synthetic transactions with labelled fraud")
     _add_generator(p, 10_000)
-    p.add_argument("--to", choices=("stdout", "file", "parquet"), default="stdout")
+    p.add_argument("--to", choices=("stdout", "file", "parquet", "kafka"), default="stdout")
     p.add_argument("--out", help="output path for --to file/parquet")
     _add_common(p)
     p.set_defaults(fn=cmd_generate)
@@ -261,11 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(fn=cmd_demo)
 
-    p = sub.add_parser("run", help="score a JSONL file of Transaction v1 events")
-    p.add_argument("--input", required=True, help="JSONL file, one event per line")
+    p = sub.add_parser("run", help="score the Kafka topic (FRAUD_BROKERS) or a JSONL file")
+    p.add_argument("--input", help="JSONL file, one event per line (default: Kafka)")
     p.add_argument("--show", type=int, default=25, help="alerts to print (default 25)")
     _add_common(p)
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("topics", help="create the Kafka topics (idempotent)")
+    p.add_argument("action", choices=("create",))
+    _add_common(p)
+    p.set_defaults(fn=cmd_topics)
 
     p = sub.add_parser("settings", help="print the effective settings")
     _add_common(p)

@@ -59,6 +59,11 @@ def parse_message(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Par
     """Decode one input item: raw bytes/str, or a Kafka message with key/value/offset."""
     if isinstance(item, bytes | str) or item is None:
         key, value, topic, part, offset = None, item, "", -1, -1
+    elif hasattr(item, "err"):  # a consumer error on one message (bytewax KafkaError)
+        m = item.msg
+        err = DecodeError("consumer_error", f"Kafka consumer error: {item.err}")
+        return DeadLetter.of(err, m.key, m.value, m.topic or "", m.partition or -1,
+                             m.offset or -1, now())  # fmt: skip
     else:
         key, value = item.key, item.value
         topic, part, offset = item.topic or "", item.partition, item.offset

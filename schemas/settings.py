@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=1024, description="Partitions per topic on create.")
     consumer_group: str = Field("fraud-dataflow", min_length=1)
     max_message_bytes: int = Field(16_384, ge=512, le=10_485_760)
+    kafka_fetch_wait_ms: int = Field(
+        100, ge=1, le=10_000, description="Max wait of an empty fetch (latency floor)."
+    )
+    kafka_tail: bool = Field(
+        True, description="Keep waiting for new input; false stops at the end of the topic."
+    )
+    kafka_linger_ms: int = Field(5, ge=0, le=10_000, description="Producer batching delay.")
 
     # --- ClickHouse ----------------------------------------------------------------
     clickhouse_url: str = Field(
