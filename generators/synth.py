@@ -140,7 +140,6 @@ class _Sim:
         self.pop, self.cfg = pop, cfg
         self.rng = np.random.default_rng(cfg.seed + 1)
         self.count = np.zeros(pop.n_users, dtype=np.int64)
-        self.last_ts = np.zeros(pop.n_users, dtype=np.int64)
         self.usd = np.array([USD_PER_UNIT.get(c, 1.0) for c in pop.town_currency])
         self.p_user = pop.rate_per_day / pop.rate_per_day.sum()
         self.rate_per_ms = pop.rate_per_day.sum() / 86_400_000.0
@@ -297,7 +296,9 @@ class _Sim:
                 pattern = cfg.patterns[int(rng.integers(len(cfg.patterns)))]
                 u = self.victim(pattern)
                 if u is not None:
+                    before = len(rows.cols["user"])
                     self.incident(pattern, u, t0 + int(rng.integers(span_ms)), rows)
+                    self.count[u] += len(rows.cols["user"]) - before
         return {k: np.array(v, dtype=object if k in ("device", "ip", "pattern") else None)
                 for k, v in rows.cols.items()}  # fmt: skip
 
@@ -339,6 +340,8 @@ def generate_chunks(pop: Population, cfg: GeneratorConfig) -> Iterator[Chunk]:
     prefix = cfg.id_prefix or f"s{cfg.seed}"
     while True:
         legit = sim.legit(t0, span)
+        # Victims are drawn among holders with history, including this chunk's.
+        np.add.at(sim.count, legit["user"].astype(np.int64), 1)
         parts = [legit, sim.fraud(t0, span, len(legit["ts_ms"]))]
         if pending is not None:
             parts.append(pending)
@@ -350,9 +353,6 @@ def generate_chunks(pop: Population, cfg: GeneratorConfig) -> Iterator[Chunk]:
         order = np.argsort(cols["ts_ms"], kind="stable")
         cols = {k: v[order] for k, v in cols.items()}
         n = len(order)
-        users = cols["user"].astype(np.int64)
-        np.add.at(sim.count, users, 1)
-        np.maximum.at(sim.last_ts, users, cols["ts_ms"].astype(np.int64))
         ids = [f"{prefix}-{i}" for i in range(seq, seq + n)]
         seq += n
         t0 = end
