@@ -138,6 +138,18 @@ def _generate_kafka(args: argparse.Namespace, events: Iterable[tuple[bytes, byte
     return 0
 
 
+def cmd_latency(args: argparse.Namespace) -> int:
+    from dataflows.latency import measure_latency
+
+    s = _settings(args)
+    where = s.brokers or "embedded tansu"
+    print(f"produce->alert latency at {args.rate:g} tx/s for {args.seconds:g}s via {where} ...")
+    r = measure_latency(s, args.rate, args.seconds)
+    print(f"alerts {r['alerts']:.0f}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
+          f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms")  # fmt: skip
+    return 0
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from dataflows.kafka import create_topics
 
@@ -326,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("create",))
     _add_common(p)
     p.set_defaults(fn=cmd_topics)
+
+    p = sub.add_parser("latency", help="measure produce->alert latency through the broker")
+    p.add_argument("--rate", type=_nonneg_float("rate"), default=200.0, help="tx/s (200)")
+    p.add_argument("--seconds", type=_nonneg_float("seconds"), default=30.0, help="duration")
+    _add_common(p)
+    p.set_defaults(fn=cmd_latency)
 
     p = sub.add_parser("settings", help="print the effective settings")
     _add_common(p)
