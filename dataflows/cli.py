@@ -173,7 +173,7 @@ def _run_local(
     make_events: Callable[[], Iterable[Any]],
     show: int,
     pace: Callable[[int], None] | None = None,
-) -> tuple[list[Any], Counter, int]:
+) -> tuple[list[Any], Counter, int, int]:
     """Run the flow in-process over ``make_events``; print alerts; collect rows."""
     from bytewax.run import cli_main
 
@@ -209,15 +209,16 @@ def _run_local(
     rate = prog.done()
     if shown[0] > show:
         print(f"... and {shown[0] - show:,} more alerts")
-    return rows, decisions, int(rate) + 0 * len(dlq)
+    return rows, decisions, int(rate), len(dlq)
 
 
-def _summary(rows: list[Any], decisions: Counter, rate: int) -> None:
+def _summary(rows: list[Any], decisions: Counter, rate: int, dead: int) -> None:
     from dataflows.metrics import format_report, pattern_report
 
     n = len(rows)
     print(f"\nSummary: {n:,} transactions scored at {rate:,}/s; "
-          + ", ".join(f"{d} {decisions[d]:,}" for d in ("approve", "review", "block")))  # fmt: skip
+          + ", ".join(f"{d} {decisions[d]:,}" for d in ("approve", "review", "block"))
+          + f"; dead letters {dead:,}")  # fmt: skip
     codes = Counter(r.code for row in rows if row.flagged for r in row.reasons)
     if codes:
         print("Reasons on flagged transactions: "
@@ -234,10 +235,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"fraud demo: {args.count:,} generated events (seed {cfg.seed}, {cfg.users:,} users, "
           f"fraud rate {cfg.fraud_rate:.1%}) -> dataflow ({s.model_version}); alerts:")  # fmt: skip
     pacer = Pacer(args.rate)
-    rows, decisions, rate = _run_local(
+    rows, decisions, rate, dead = _run_local(
         s, lambda: (v for _, v in event_stream(cfg, args.count)), args.show, pacer.tick
     )
-    _summary(rows, decisions, rate)
+    _summary(rows, decisions, rate, dead)
     return 0
 
 
@@ -250,8 +251,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.exists():
         raise ConfigError(f"--input {path}: no such file")
-    rows, decisions, rate = _run_local(s, lambda: jsonl_lines(path), args.show)
-    _summary(rows, decisions, rate)
+    rows, decisions, rate, dead = _run_local(s, lambda: jsonl_lines(path), args.show)
+    _summary(rows, decisions, rate, dead)
     return 0
 
 
