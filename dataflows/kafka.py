@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaError, KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, Producer
@@ -122,10 +122,6 @@ def dlq_message(d: DeadLetter) -> KafkaSinkMessage[bytes | None, bytes | None]:
             ("failed-at", format_ts(d.failed_at).encode()),
         ],
     )
-
-
-def is_kafka_error(item: Any) -> bool:
-    return isinstance(item, KafkaError)
 
 
 def kafka_flow(

@@ -20,7 +20,6 @@ from schemas.transaction import (
     DecodeError,
     Label,
     Transaction,
-    decode_event,
     format_ts,
 )
 
@@ -311,6 +310,3 @@ class DeadLetter:
         now: datetime,
     ) -> DeadLetter:
         return cls(key, value, err.code, err.message, topic, partition, offset, now)
-
-
-__all__ += ["DecodeError", "decode_event"]

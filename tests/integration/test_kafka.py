@@ -93,12 +93,6 @@ def test_flow_on_broker_alerts_and_dead_letters(kafka_settings: Settings, runner
         assert int(h["source-offset"]) >= 0
 
 
-def _aid(txn_id: str) -> str:
-    from schemas.scored import alert_id_for
-
-    return alert_id_for(txn_id)
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("kafka_settings", [3], indirect=True)
 def test_flow_as_bytewax_run_subprocess(kafka_settings: Settings) -> None:
