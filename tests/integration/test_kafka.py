@@ -16,7 +16,7 @@ from dataflows.io import CallbackSink
 from dataflows.kafka import create_topics, kafka_flow, make_producer, produce_all
 from generators.stream import event_stream
 from generators.synth import GeneratorConfig
-from schemas.scored import decode_alert
+from schemas.scored import alert_id_for, decode_alert
 from schemas.settings import Settings
 from tests.conftest import txn_bytes
 from tests.integration.conftest import consume_all
@@ -71,11 +71,8 @@ def test_flow_on_broker_alerts_and_dead_letters(kafka_settings: Settings, runner
     ids = [decode_alert(m.value()).alert_id for m in alerts]
     assert len(ids) >= 10, "a stream with 5 % fraud should raise alerts"
     assert len(ids) == len(set(ids))
-    assert (
-        set(ids)
-        == _expected_alert_ids(s, events)
-        == {a for a in (r.txn.txn_id for r in rows if r.flagged) for a in [_aid(a)]}
-    )
+    flagged = {alert_id_for(r.txn.txn_id) for r in rows if r.flagged}
+    assert set(ids) == _expected_alert_ids(s, events) == flagged
     for m in alerts:
         headers = dict(m.headers())
         assert headers["content-type"] == b"application/json"
