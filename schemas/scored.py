@@ -29,6 +29,7 @@ __all__ = [
     "DECISIONS",
     "REVIEW_SPECS",
     "REVIEW_VERSION",
+    "SCORED_SPECS",
     "VERDICTS",
     "Alert",
     "DeadLetter",
@@ -57,6 +58,29 @@ class Reason:
     code: str
     detail: str
     contribution: float
+
+
+REASONS_CH_TYPE = "Array(Tuple(code String, detail String, contribution Float64))"
+
+SCORED_SPECS: tuple[FieldSpec, ...] = (
+    FieldSpec("amount_usd", "float", "Float64", "Amount converted to USD (reference rates)."),
+    FieldSpec("features", "features", "Map(String, Float64)", "Feature values used to score."),
+    FieldSpec("anomaly_raw", "float", "Float64", "Raw Half-Space Trees score (higher = rarer)."),
+    FieldSpec("anomaly_score", "float", "Float64", "Raw score's rolling percentile in [0, 1]."),
+    FieldSpec("reasons", "reasons", REASONS_CH_TYPE, "Rule hits, largest contribution first."),
+    FieldSpec("risk_score", "float", "Float64", "Combined risk in [0, 1]."),
+    FieldSpec(
+        "decision",
+        "enum",
+        "LowCardinality(String)",
+        "Decision.",
+        choices=DECISIONS,
+    ),
+    FieldSpec("model_version", "str", "LowCardinality(String)", "Rules and model configuration."),
+    FieldSpec("processed_at", "ts", "DateTime64(3, 'UTC')", "When the flow scored it."),
+    FieldSpec("late", "bool", "Bool", "Arrived after the lateness bound: scored, not learned."),
+)
+"""Columns a scored transaction adds to Transaction v1 and its label (table ``transactions``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +133,7 @@ ALERT_SPECS: tuple[FieldSpec, ...] = (
     FieldSpec(
         "reasons",
         "reasons",
-        "Array(Tuple(code String, detail String, contribution Float64))",
+        REASONS_CH_TYPE,
         "Rule hits and the anomaly model, largest contribution first.",
     ),
     FieldSpec(
@@ -233,7 +257,7 @@ REVIEW_SPECS: tuple[FieldSpec, ...] = (
     FieldSpec("user_id", "id", "String", "Account holder (the Kafka key)."),
     FieldSpec("verdict", "enum", "LowCardinality(String)", "Analyst verdict.", choices=VERDICTS),
     FieldSpec("assignee", "str", "LowCardinality(String)", "Analyst who owns the alert."),
-    FieldSpec("note", "str", "String", "Free text.", required=False, max_len=2000),
+    FieldSpec("note", "str", "Nullable(String)", "Free text.", required=False, max_len=2000),
     FieldSpec("reviewed_at", "ts", "DateTime64(3, 'UTC')", "When the verdict was given."),
     FieldSpec(
         "schema_version", "int", "UInt8", "Contract version.", extra_json={"const": REVIEW_VERSION}

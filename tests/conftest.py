@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
+from clickhouse.store import Store, migrate
 from schemas.settings import Settings, load_settings
+from tests.chserver import ChServer
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 FIXED_NOW = datetime(2026, 3, 2, 13, 0, tzinfo=UTC)
@@ -49,3 +54,45 @@ def settings() -> Settings:
 
 def fixed_clock() -> datetime:
     return FIXED_NOW
+
+
+# --- ClickHouse engines -----------------------------------------------------------
+# chDB allows one data directory per process, so every in-process chDB use in the test
+# session shares one directory (tests isolate themselves by database name).  The HTTP
+# variant talks to tests/chserver.py, a chDB-backed ClickHouse-HTTP server subprocess.
+
+CH_ENGINES = ["chdb", "http", "server"]
+
+
+@pytest.fixture(scope="session")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture(scope="session")
+def ch_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChServer]:
+    with ChServer(tmp_path_factory.mktemp("chserver")) as srv:
+        yield srv
+
+
+def ch_url(engine: str, request: pytest.FixtureRequest) -> str:
+    """URL of ``engine``; the real-server case runs only when FRAUD_TEST_CLICKHOUSE_URL is set
+    (e.g. against ``docker compose up clickhouse``): the one skip this suite allows."""
+    if engine == "chdb":
+        return request.getfixturevalue("chdb_url")
+    if engine == "http":
+        return request.getfixturevalue("ch_http").url
+    url = os.environ.get("FRAUD_TEST_CLICKHOUSE_URL")
+    if not url:
+        pytest.skip("FRAUD_TEST_CLICKHOUSE_URL not set (real ClickHouse server)")
+    return url
+
+
+@pytest.fixture(params=CH_ENGINES)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A migrated, empty database of its own on each engine; dropped after the test."""
+    s = Store(ch_url(request.param, request), f"test_{uuid.uuid4().hex[:10]}")
+    migrate(s, ttl_days=3650)  # test rows are scored "in the past"; keep them
+    yield s
+    s.client.command(f"DROP DATABASE IF EXISTS {s.database}")
+    s.close()

@@ -1,0 +1,133 @@
+"""Insert column lists, types and row builders, all derived from the schema specs.
+
+The migrations in ``clickhouse/migrations`` are written by hand (they are frozen once
+landed); a unit test applies them to a real engine and compares every table's columns
+with the lists here, so a schema change without a migration fails the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.fields import FieldSpec
+from schemas.scored import (
+    ALERT_SPECS,
+    REVIEW_SPECS,
+    SCORED_SPECS,
+    Alert,
+    Review,
+    ScoredTransaction,
+)
+from schemas.transaction import LABEL_SPECS, TRANSACTION_SPECS
+
+__all__ = [
+    "ALERTS",
+    "REVIEWS",
+    "TABLES",
+    "TRANSACTIONS",
+    "Table",
+    "alert_row",
+    "review_row",
+    "txn_row",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table the application inserts into: name, columns and ClickHouse types."""
+
+    name: str
+    specs: tuple[FieldSpec, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    @property
+    def types(self) -> list[str]:
+        return [s.ch_type for s in self.specs]
+
+
+TRANSACTIONS = Table("transactions", TRANSACTION_SPECS + LABEL_SPECS + SCORED_SPECS)
+ALERTS = Table("alerts", ALERT_SPECS)
+REVIEWS = Table("alert_reviews", REVIEW_SPECS)
+TABLES = (TRANSACTIONS, ALERTS, REVIEWS)
+
+
+def _reasons(reasons: tuple[Any, ...]) -> list[tuple[str, str, float]]:
+    return [(r.code, r.detail, r.contribution) for r in reasons]
+
+
+def txn_row(s: ScoredTransaction) -> tuple[Any, ...]:
+    """One ``transactions`` row, in :data:`TRANSACTIONS` column order."""
+    t, lab = s.txn, s.label
+    return (
+        t.txn_id,
+        t.ts,
+        t.user_id,
+        t.card_id,
+        t.merchant_id,
+        t.merchant_category,
+        t.amount,
+        t.currency,
+        t.lat,
+        t.lon,
+        t.country,
+        t.channel,
+        t.device_id,
+        t.ip,
+        t.schema_version,
+        None if lab is None else int(lab.is_fraud),
+        None if lab is None else lab.pattern,
+        s.features.get("amount_usd", 0.0),
+        s.features,
+        s.anomaly_raw,
+        s.anomaly_score,
+        _reasons(s.reasons),
+        s.risk_score,
+        s.decision,
+        s.model_version,
+        s.processed_at,
+        s.late,
+    )
+
+
+def alert_row(a: Alert) -> tuple[Any, ...]:
+    """One ``alerts`` row, in :data:`ALERTS` column order."""
+    return (
+        a.alert_id,
+        a.txn_id,
+        a.user_id,
+        a.card_id,
+        a.merchant_id,
+        a.ts,
+        a.amount,
+        a.currency,
+        a.country,
+        a.channel,
+        a.lat,
+        a.lon,
+        a.risk_score,
+        a.decision,
+        _reasons(a.reasons),
+        a.anomaly_score,
+        a.features,
+        a.model_version,
+        a.created_at,
+        a.schema_version,
+    )
+
+
+def review_row(r: Review) -> tuple[Any, ...]:
+    """One ``alert_reviews`` row, in :data:`REVIEWS` column order."""
+    return (
+        r.alert_id,
+        r.txn_id,
+        r.user_id,
+        r.verdict,
+        r.assignee,
+        r.note,
+        r.reviewed_at,
+        r.schema_version,
+    )
