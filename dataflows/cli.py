@@ -173,8 +173,10 @@ def _run_local(
     make_events: Callable[[], Iterable[Any]],
     show: int,
     pace: Callable[[int], None] | None = None,
+    store: bool = False,
 ) -> tuple[list[Any], Counter, int, int]:
-    """Run the flow in-process over ``make_events``; print alerts; collect rows."""
+    """Run the flow in-process over ``make_events``; print alerts; collect rows; with
+    ``store`` also write rows and alerts to ClickHouse."""
     from bytewax.run import cli_main
 
     from dataflows.flow import build_flow
@@ -203,13 +205,40 @@ def _run_local(
             print(f"DEAD-LETTER {d.error_code}: {d.error_message}", file=sys.stderr)
         dlq.extend(batch)
 
+    row_sinks: list[Any] = [CallbackSink(on_rows)]
+    if store:
+        row_sinks.append(_store_sink(s))
     flow = build_flow(s, IterSource(make_events, pace=pace), CallbackSink(on_alerts),
-                      CallbackSink(on_rows), CallbackSink(on_dlq))  # fmt: skip
+                      row_sinks, CallbackSink(on_dlq))  # fmt: skip
     cli_main(flow, epoch_interval=None)
     rate = prog.done()
     if shown[0] > show:
         print(f"... and {shown[0] - show:,} more alerts")
     return rows, decisions, int(rate), len(dlq)
+
+
+def _store_sink(s: Settings) -> Any:
+    """Migrate the configured ClickHouse and return the sink writing to it."""
+    from clickhouse.store import Store, describe_url, migrate
+    from dataflows.chsink import clickhouse_sink
+
+    applied = migrate(Store.from_settings(s), s.clickhouse_ttl_days)
+    print(f"ClickHouse {describe_url(s.clickhouse_url)} database {s.clickhouse_database}"
+          + (f": applied {', '.join(applied)}" if applied else ""), file=sys.stderr)  # fmt: skip
+    return clickhouse_sink(s)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from clickhouse.store import Store, describe_url, migrate
+
+    s = _settings(args)
+    applied = migrate(Store.from_settings(s), s.clickhouse_ttl_days)
+    where = f"{describe_url(s.clickhouse_url)} database {s.clickhouse_database}"
+    if applied:
+        print(f"{where}: applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        print(f"{where}: up to date")
+    return 0
 
 
 def _summary(rows: list[Any], decisions: Counter, rate: int, dead: int) -> None:
@@ -247,16 +276,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     if args.input is None:
-        return _run_kafka(s)
+        return _run_kafka(s, args.store)
     path = Path(args.input)
     if not path.exists():
         raise ConfigError(f"--input {path}: no such file")
-    rows, decisions, rate, dead = _run_local(s, lambda: jsonl_lines(path), args.show)
+    rows, decisions, rate, dead = _run_local(s, lambda: jsonl_lines(path), args.show,
+                                             store=args.store)  # fmt: skip
     _summary(rows, decisions, rate, dead)
     return 0
 
 
-def _run_kafka(s: Settings) -> int:
+def _run_kafka(s: Settings, store: bool) -> int:
     """Score the Kafka topic in-process (for a cluster use python -m bytewax.run)."""
     from bytewax.run import cli_main
 
@@ -271,7 +301,10 @@ def _run_kafka(s: Settings) -> int:
         flagged[0] += sum(r.flagged for r in batch)
         prog.update(len(batch), f"flagged {flagged[0]:,}")
 
-    cli_main(kafka_flow(s, CallbackSink(on_rows)), epoch_interval=None)
+    sinks: list[Any] = [CallbackSink(on_rows)]
+    if store:
+        sinks.append(_store_sink(s))
+    cli_main(kafka_flow(s, sinks), epoch_interval=None)
     prog.done(f"flagged {flagged[0]:,}")
     return 0
 
@@ -332,8 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="score the Kafka topic (FRAUD_BROKERS) or a JSONL file")
     p.add_argument("--input", help="JSONL file, one event per line (default: Kafka)")
     p.add_argument("--show", type=int, default=25, help="alerts to print (default 25)")
+    p.add_argument(
+        "--no-store",
+        dest="store",
+        action="store_false",
+        help="do not write rows and alerts to ClickHouse (FRAUD_CLICKHOUSE_URL)",
+    )
     _add_common(p)
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("migrate", help="apply pending ClickHouse migrations (idempotent)")
+    _add_common(p)
+    p.set_defaults(fn=cmd_migrate)
 
     p = sub.add_parser("topics", help="create the Kafka topics (idempotent)")
     p.add_argument("action", choices=("create",))

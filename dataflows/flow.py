@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -116,13 +116,17 @@ def build_flow(
     s: Settings,
     source: Source[Any],
     alert_sink: Sink[Any] | Encoded[Alert],
-    row_sink: Sink[Any] | Encoded[ScoredTransaction],
+    row_sink: Sink[Any] | Encoded[ScoredTransaction] | Sequence[Sink[Any] | Encoded[Any]],
     dlq_sink: Sink[Any] | Encoded[DeadLetter],
     *,
     clock: Callable[[], datetime] = utc_now,
     flow_id: str = "fraud",
 ) -> Dataflow:
-    """The detection dataflow. ``clock`` stamps processed_at/created_at (inject in tests)."""
+    """The detection dataflow. ``clock`` stamps processed_at/created_at (inject in tests).
+
+    ``row_sink`` may be several sinks (e.g. ClickHouse plus a progress counter); each
+    receives every scored transaction.
+    """
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
     max_bytes = s.max_message_bytes
@@ -138,7 +142,9 @@ def build_flow(
         return ShardLogic(_s, _restore(resume, _s), clock, snapshots)
 
     scored = op.key_rm("unkey", op.stateful_batch("score", keyed, builder))
-    _emit("rows", scored, row_sink)
+    sinks = row_sink if isinstance(row_sink, Sequence) else [row_sink]
+    for i, sink in enumerate(sinks):
+        _emit("rows" if i == 0 else f"rows_{i}", scored, sink)
     alerts = op.filter_map("alerts", scored, lambda x: Alert.from_scored(x) if x.flagged else None)
     _emit("alerts_out", alerts, alert_sink)
     return flow

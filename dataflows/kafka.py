@@ -11,7 +11,7 @@ identical on every replay, so consumers de-duplicate on it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -126,7 +126,7 @@ def dlq_message(d: DeadLetter) -> KafkaSinkMessage[bytes | None, bytes | None]:
 
 def kafka_flow(
     s: Settings,
-    row_sink: Sink[Any] | Encoded[ScoredTransaction],
+    row_sink: Sink[Any] | Encoded[ScoredTransaction] | Sequence[Sink[Any] | Encoded[Any]],
     *,
     tail: bool | None = None,
     clock: Callable[[], datetime] = utc_now,

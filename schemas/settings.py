@@ -44,7 +44,9 @@ class Settings(BaseSettings):
 
     # --- ClickHouse ----------------------------------------------------------------
     clickhouse_url: str = Field(
-        "chdb://./data/chdb", description="http(s)://host:port or chdb:///path (embedded)."
+        "chdb://./data/chdb",
+        pattern=r"^(https?://\S+|chdb:\S*)$",
+        description="http(s)://host:port or chdb:///path (embedded).",
     )
     clickhouse_database: str = Field("fraud", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     clickhouse_batch_rows: int = Field(1000, ge=1, le=1_000_000)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import orjson
 import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from clickhouse.store import Store
 from dataflows.flow import build_flow
 from dataflows.io import CallbackSink
 from dataflows.kafka import create_topics, kafka_flow, make_producer, produce_all
@@ -18,6 +20,7 @@ from generators.stream import event_stream
 from generators.synth import GeneratorConfig
 from schemas.scored import alert_id_for, decode_alert
 from schemas.settings import Settings
+from tests.chserver import ChServer
 from tests.conftest import txn_bytes
 from tests.integration.conftest import consume_all
 
@@ -92,14 +95,18 @@ def test_flow_on_broker_alerts_and_dead_letters(kafka_settings: Settings, runner
 
 @pytest.mark.integration
 @pytest.mark.parametrize("kafka_settings", [3], indirect=True)
-def test_flow_as_bytewax_run_subprocess(kafka_settings: Settings) -> None:
+def test_flow_as_bytewax_run_subprocess(kafka_settings: Settings, ch_http: ChServer) -> None:
+    """The production entry point: Kafka in, alerts/DLQ to Kafka, rows to ClickHouse over
+    HTTP (migrated by the entry point itself)."""
     s = kafka_settings
+    db = f"it_{uuid.uuid4().hex[:10]}"
     events = _events(1200)
     produce_all(make_producer(s), s.topic_transactions, events)
     env = {**os.environ, **{f"FRAUD_{k.upper()}": str(v) for k, v in {
         "brokers": s.brokers, "topic_transactions": s.topic_transactions,
         "topic_alerts": s.topic_alerts, "topic_dlq": s.topic_dlq, "kafka_tail": "false",
         "partitions": 3, "hst_warmup": 0, "shards": 4,
+        "clickhouse_url": ch_http.url, "clickhouse_database": db,
     }.items()}}  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "dataflows.main:get_flow()", "-w", "2"],
@@ -115,6 +122,14 @@ def test_flow_as_bytewax_run_subprocess(kafka_settings: Settings) -> None:
     for m in alerts:
         parts.setdefault(m.key(), set()).add(m.partition())
     assert all(len(p) == 1 for p in parts.values())
+    store = Store(ch_http.url, db)
+    (n, flagged), = store.client.query(
+        f"SELECT uniqExact(txn_id), uniqExactIf(txn_id, decision != 'approve') "
+        f"FROM {db}.transactions").result_rows  # fmt: skip
+    stored = {a for (a,) in store.client.query(f"SELECT alert_id FROM {db}.alerts").result_rows}
+    assert n == len(events) - len(MALFORMED)
+    assert flagged == len(stored) == len({decode_alert(m.value()).alert_id for m in alerts})
+    store.client.command(f"DROP DATABASE {db}")
 
 
 @pytest.mark.integration

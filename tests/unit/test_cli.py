@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 
+from clickhouse.store import Store
 from dataflows.cli import main
 from tests.conftest import txn_bytes
 
@@ -38,16 +40,32 @@ def test_env_settings_are_validated(monkeypatch, capsys) -> None:
     assert "hst_trees (FRAUD_HST_TREES) = 'many'" in capsys.readouterr().err
 
 
-def test_run_scores_a_file_and_reports_dead_letters(tmp_path: Path, capsys) -> None:
+def test_run_scores_a_file_stores_it_and_reports_dead_letters(
+    tmp_path: Path, capsys, chdb_url: str
+) -> None:
     lines = [txn_bytes(i, txn_id=f"t{i}") for i in range(20)]
     lines.insert(5, b'{"broken')
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    assert main(["run", "--input", str(path), "--set", "hst_warmup=0"]) == 0
+    db = f"cli_{uuid.uuid4().hex[:8]}"
+    sets = ["--set", "hst_warmup=0", "--set", f"clickhouse_url={chdb_url}",
+            "--set", f"clickhouse_database={db}", "--set", "clickhouse_ttl_days=3650"]  # fmt: skip
+    assert main(["run", "--input", str(path), *sets]) == 0
     out = capsys.readouterr()
     assert "20 transactions scored" in out.out
     assert "dead letters 1" in out.out
     assert "DEAD-LETTER invalid_json" in out.err
+    assert f"database {db}: applied 0001_transactions.sql" in out.err
+    store = Store(chdb_url, db)
+    assert store.client.query(f"SELECT count() FROM {db}.transactions").result_rows == [(20,)]
+    assert main(["migrate", *sets]) == 0
+    assert f"database {db}: up to date" in capsys.readouterr().out
+    store.client.command(f"DROP DATABASE {db}")
+
+
+def test_bad_clickhouse_url_is_refused(capsys) -> None:
+    assert main(["migrate", "--set", "clickhouse_url=mysql://x"]) == 2
+    assert "clickhouse_url (FRAUD_CLICKHOUSE_URL) = 'mysql://x'" in capsys.readouterr().err
 
 
 def test_generate_is_deterministic(tmp_path: Path) -> None:
