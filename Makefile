@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_NATIVE_TLS := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint fmt schemas bench clean
+.PHONY: demo test lint fmt schemas bench-store clean
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -36,6 +36,17 @@ fmt: $(VENV)/.synced
 
 schemas: $(VENV)/.synced
 	$(VENV)/bin/fraud schemas
+
+## Store benchmark: sink rows/s and dashboard query latency at 1M and 5M rows, on the
+## embedded chDB and over HTTP (clickhouse-connect -> the chDB-backed test server).
+BENCH_DIR := /tmp/fraud-bench-$(shell id -u)
+bench-store: $(VENV)/.synced
+	rm -rf $(BENCH_DIR) && mkdir -p $(BENCH_DIR)
+	$(VENV)/bin/fraud bench-store --url chdb://$(BENCH_DIR)/chdb $(ARGS)
+	$(VENV)/bin/python tests/chserver.py --path $(BENCH_DIR)/http --port 18123 & \
+	  pid=$$!; sleep 3; \
+	  $(VENV)/bin/fraud bench-store --url http://127.0.0.1:18123 $(ARGS); rc=$$?; \
+	  kill $$pid; exit $$rc
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

@@ -100,11 +100,8 @@ class Kpis:
 
 
 def kpis(store: Store, start: datetime, end: datetime) -> Kpis:
-    """Volume, counts, flagged rate, blocked amount, open alerts and p95 scoring latency.
-
-    Latency is processed_at - ts (event to decision); it only means something for live
-    traffic, not for replayed history.
-    """
+    """Volume, counts, flagged rate, blocked amount, open alerts and p95 scoring latency
+    (ingest to decision)."""
     p = _range(start, end)
     ((n, vol, flagged, blocked, blocked_usd),) = _rows(
         store,
@@ -114,12 +111,14 @@ def kpis(store: Store, start: datetime, end: datetime) -> Kpis:
             WHERE ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}}""",
         p,
     )
-    # A replayed row is scored again later; its first scoring is the latency that
-    # happened, so take the earliest processed_at per transaction.
+    # Latency = processed_at - ingested_at (event time for rows from before ingested_at
+    # existed).  A replayed row is scored again later; its first scoring is the latency
+    # that happened, so take the smallest per transaction.
     ((p95,),) = _rows(
         store,
         f"""SELECT quantileExact(0.95)(ms) FROM (
-                SELECT txn_id, dateDiff('millisecond', any(ts), min(processed_at)) AS ms
+                SELECT txn_id, min(dateDiff('millisecond', coalesce(ingested_at, ts),
+                                            processed_at)) AS ms
                 FROM {{db}}.transactions
                 WHERE ts >= {{start:{_TS}}} AND ts < {{end:{_TS}}} GROUP BY txn_id)""",
         p,

@@ -29,8 +29,9 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
 
-from clickhouse.tables import Table
+from clickhouse.tables import REVIEWS, Table, review_row
 from schemas.errors import StoreError
+from schemas.scored import Review
 from schemas.settings import Settings
 
 __all__ = [
@@ -177,6 +178,10 @@ class Store:
                 column_names=table.columns,
                 column_type_names=table.types,
             )
+
+    def save_reviews(self, reviews: Sequence[Review]) -> None:
+        """Record analyst verdicts (one insert; a retried write folds on merge)."""
+        self.insert(REVIEWS, [review_row(r) for r in reviews])
 
     def close(self) -> None:
         self.reset()

@@ -90,6 +90,7 @@ def txn_row(s: ScoredTransaction) -> tuple[Any, ...]:
         s.model_version,
         s.processed_at,
         s.late,
+        s.ingested_at,
     )
 
 

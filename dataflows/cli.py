@@ -309,6 +309,14 @@ def _run_kafka(s: Settings, store: bool) -> int:
     return 0
 
 
+def cmd_bench_store(args: argparse.Namespace) -> int:
+    from clickhouse.bench import run
+
+    s = _settings(args)
+    run(args.url or s.clickhouse_url, args.rows, args.sink_rows, s.clickhouse_batch_rows)
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     s = _settings(args)
     for k, v in s.safe_dict().items():
@@ -388,6 +396,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_nonneg_float("seconds"), default=30.0, help="duration")
     _add_common(p)
     p.set_defaults(fn=cmd_latency)
+
+    p = sub.add_parser("bench-store", help="ClickHouse sink rate and dashboard query latency")
+    p.add_argument("--url", help="ClickHouse URL (default: FRAUD_CLICKHOUSE_URL)")
+    p.add_argument(
+        "--rows",
+        type=_positive_int("rows"),
+        nargs="+",
+        default=[1_000_000, 5_000_000],
+        help="table sizes to time the queries at (default 1000000 5000000)",
+    )
+    p.add_argument(
+        "--sink-rows",
+        type=_positive_int("sink-rows"),
+        default=100_000,
+        help="rows pushed through the sink (default 100000)",
+    )
+    _add_common(p)
+    p.set_defaults(fn=cmd_bench_store)
 
     p = sub.add_parser("settings", help="print the effective settings")
     _add_common(p)

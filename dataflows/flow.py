@@ -40,7 +40,8 @@ from schemas.transaction import DecodeError, Label, Transaction, decode_event
 __all__ = ["Encoded", "Parsed", "build_flow", "parse_message", "shard_of", "utc_now"]
 
 X = TypeVar("X")
-Parsed = tuple[Transaction, Label | None]
+Parsed = tuple[Transaction, Label | None, datetime]
+"""A decoded event, its optional label and when it entered the system (ingested_at)."""
 
 
 def utc_now() -> datetime:
@@ -57,6 +58,7 @@ class Encoded(Generic[X]):
 
 def parse_message(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Parsed | DeadLetter:
     """Decode one input item: raw bytes/str, or a Kafka message with key/value/offset."""
+    ingested: datetime | None = None
     if isinstance(item, bytes | str) or item is None:
         key, value, topic, part, offset = None, item, "", -1, -1
     elif hasattr(item, "err"):  # a consumer error on one message (bytewax KafkaError)
@@ -69,11 +71,19 @@ def parse_message(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Par
         topic, part, offset = item.topic or "", item.partition, item.offset
         part = -1 if part is None else part
         offset = -1 if offset is None else offset
+        ingested = _broker_time(getattr(item, "timestamp", None))
     res = decode_event(value, max_bytes)
     if isinstance(res, DecodeError):
         raw = value.encode() if isinstance(value, str) else value
         return DeadLetter.of(res, key, raw, topic, part, offset, now())
-    return res
+    return (res[0], res[1], ingested or now())
+
+
+def _broker_time(ts: tuple[int, int] | None) -> datetime | None:
+    """The Kafka message timestamp (producer create time or broker log-append time)."""
+    if not ts or ts[0] == 0 or ts[1] <= 0:  # 0 = TIMESTAMP_NOT_AVAILABLE
+        return None
+    return datetime.fromtimestamp(ts[1] / 1000, UTC)
 
 
 def shard_of(user_id: str, shards: int) -> str:
@@ -94,7 +104,7 @@ class ShardLogic(StatefulBatchLogic[Parsed, ScoredTransaction, bytes | None]):
 
     def on_batch(self, values: list[Parsed]) -> tuple[list[ScoredTransaction], bool]:
         shard, s, now = self.shard, self.s, self.now()
-        out = [score_transaction(shard, txn, label, s, now) for txn, label in values]
+        out = [score_transaction(shard, txn, label, s, now, ing) for txn, label, ing in values]
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:

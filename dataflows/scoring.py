@@ -66,7 +66,12 @@ HOUR_MS = 3_600_000
 
 
 def score_transaction(
-    shard: Shard, txn: Transaction, label: Label | None, s: Settings, now: datetime
+    shard: Shard,
+    txn: Transaction,
+    label: Label | None,
+    s: Settings,
+    now: datetime,
+    ingested_at: datetime | None = None,
 ) -> ScoredTransaction:
     """Update the user's state and the shard model with ``txn`` and score it.
 
@@ -88,7 +93,7 @@ def score_transaction(
     features["hst_pct"] = round(pct, 6)
     scored = ScoredTransaction(
         txn, label, features, raw, pct, tuple(reasons), risk, decide(risk, s),
-        s.model_version, now, f.late,
+        s.model_version, now, f.late, ingested_at,
     )  # fmt: skip
     _maybe_evict(shard, user.last_ts, s)
     return scored

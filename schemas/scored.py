@@ -79,6 +79,13 @@ SCORED_SPECS: tuple[FieldSpec, ...] = (
     FieldSpec("model_version", "str", "LowCardinality(String)", "Rules and model configuration."),
     FieldSpec("processed_at", "ts", "DateTime64(3, 'UTC')", "When the flow scored it."),
     FieldSpec("late", "bool", "Bool", "Arrived after the lateness bound: scored, not learned."),
+    FieldSpec(
+        "ingested_at",
+        "ts",
+        "Nullable(DateTime64(3, 'UTC'))",
+        "Kafka timestamp or source read time; processed_at - ingested_at is scoring latency.",
+        required=False,
+    ),
 )
 """Columns a scored transaction adds to Transaction v1 and its label (table ``transactions``)."""
 
@@ -98,6 +105,8 @@ class ScoredTransaction:
     model_version: str
     processed_at: datetime
     late: bool = False
+    ingested_at: datetime | None = None
+    """When the event entered the system: its Kafka timestamp, or when the source read it."""
 
     @property
     def flagged(self) -> bool:

@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     dash_host: str = "127.0.0.1"
     dash_port: int = Field(8050, ge=1, le=65535)
     dash_refresh_s: float = Field(2.0, ge=0.5, le=3600)
+    dash_auth: str = Field(
+        "",
+        pattern=r"^$|^[^:,\s]+:[^,\s]+(,[^:,\s]+:[^,\s]+)*$",
+        description="Basic-auth logins 'user:password,...'; empty = no login (local demo).",
+    )
+    dash_publish_feedback: bool = Field(
+        True, description="Also publish verdicts to the feedback topic when brokers are set."
+    )
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:
@@ -132,6 +140,10 @@ class Settings(BaseSettings):
         if "@" in url:
             scheme, rest = url.split("://", 1)
             d["clickhouse_url"] = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        if d["dash_auth"]:
+            d["dash_auth"] = ",".join(
+                u.split(":", 1)[0] + ":***" for u in d["dash_auth"].split(",")
+            )
         return d
 
 

@@ -35,7 +35,7 @@ def scored(replay: bool = False) -> list[ScoredTransaction]:
         out.append(ScoredTransaction(
             txn, Label(decision == "block"), {"amount_usd": usd, "cnt_1m": 1.0}, 0.5, 0.5,
             tuple(Reason(c, f"{c} detail", w) for c, w in reasons), risk, decision,
-            "rules-v1+test", processed,
+            "rules-v1+test", processed, False, ts,
         ))  # fmt: skip
     return out
 

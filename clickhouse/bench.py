@@ -1,0 +1,168 @@
+"""Store benchmark: sink insert rate and dashboard query latency on 1M/5M rows.
+
+Printed figures, not timed tests (``fraud bench-store``, ``make bench-store``).  Bulk
+rows for the query part are made inside ClickHouse with ``INSERT ... SELECT FROM
+numbers(N)`` (seconds for millions of rows) with realistic shapes: 100k users, a week
+of event time, ~1.5 % flagged, log-normal amounts, rule reasons on flagged rows.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clickhouse import queries as q
+from clickhouse.store import Store, describe_url, migrate
+
+__all__ = ["fill", "run"]
+
+T_END = datetime(2026, 11, 20, tzinfo=UTC)
+WEEK_S = 7 * 24 * 3600
+
+
+def _sample_rows(n: int) -> list[Any]:
+    """``n`` scored transactions built from one template (ids and times vary)."""
+    from schemas.scored import Reason, ScoredTransaction
+    from schemas.transaction import Transaction
+
+    base = Transaction("x", T_END, "u", "c", "m", "grocery", 42.0, "USD", 40.7, -74.0, "US", "pos")
+    feats = {"amount_usd": 42.0, "cnt_1m": 1.0, "cnt_10m": 2.0, "amount_z": 0.3}
+    out = []
+    for i in range(n):
+        t = replace(base, txn_id=f"b{i}", user_id=f"u{i % 5000}", ts=T_END + timedelta(seconds=i))
+        flagged = i % 60 == 0
+        out.append(ScoredTransaction(
+            t, None, feats, 0.4, 0.5,
+            (Reason("velocity", "5 in 10 min", 0.6),) if flagged else (),
+            0.6 if flagged else 0.05, "review" if flagged else "approve", "bench", T_END,
+        ))  # fmt: skip
+    return out
+
+
+def sink_rate(store: Store, rows: int, batch_rows: int) -> float:
+    """Rows/s through the bytewax sink partition (row building + batched inserts)."""
+    from dataflows.chsink import ClickHouseSink
+
+    data = _sample_rows(rows)
+    part = ClickHouseSink(store.url, store.database, batch_rows, 0.5).build_part("b", "p", None)
+    part.write_batch(data[:batch_rows])  # warm-up: first insert pays engine start-up
+    part.snapshot()
+    t0 = time.perf_counter()
+    for i in range(batch_rows, rows, 250):  # bytewax hands sinks small batches
+        part.write_batch(data[i : i + 250])
+    part.snapshot()
+    elapsed = time.perf_counter() - t0
+    part.close()
+    return (rows - batch_rows) / elapsed
+
+
+FILL_SQL = """
+INSERT INTO {db}.transactions
+SELECT
+    concat('f', toString(number)) AS txn_id,
+    toDateTime64({end:DateTime64(3, 'UTC')}, 3, 'UTC')
+        - toIntervalMillisecond(cityHash64(number, 2) % {span_ms:UInt64}) AS ts,
+    concat('u', toString(cityHash64(number) % 100000)) AS user_id,
+    concat('c', toString(cityHash64(number) % 100000)) AS card_id,
+    concat('m', toString(cityHash64(number, 1) % 5000)) AS merchant_id,
+    ['grocery', 'fuel', 'restaurant', 'online', 'travel'][1 + number % 5] AS merchant_category,
+    round(exp(3.5 + 1.1 * randNormal(0, 1)), 2) AS amount,
+    'USD', 40 + (cityHash64(number) % 1000) / 100, -74 + (cityHash64(number) % 700) / 100,
+    'US', ['pos', 'ecom', 'atm'][1 + number % 3], NULL, NULL, 1,
+    NULL, NULL,
+    amount AS amount_usd,
+    map('amount_usd', amount, 'cnt_10m', toFloat64(number % 7)) AS features,
+    rand() / 4294967295 AS anomaly_raw, rand(1) / 4294967295 AS anomaly_score,
+    if(number % 67 = 0, [('velocity', '6 in 10 min', 0.6), ('anomaly', 'rare', 0.3)],
+       if(number % 97 = 0, [('card_testing', '4 small charges', 0.7)], [])) AS reasons,
+    if(number % 67 = 0, 0.72, if(number % 97 = 0, 0.88, 0.04)) AS risk_score,
+    if(number % 67 = 0, 'review', if(number % 97 = 0, 'block', 'approve')) AS decision,
+    'bench', ts + toIntervalMillisecond(40), false
+FROM (SELECT number + {off:UInt64} AS number FROM numbers({n:UInt64}))
+"""
+
+ALERTS_SQL = """
+INSERT INTO {db}.alerts
+SELECT generateUUIDv4(), txn_id, user_id, card_id, merchant_id, ts, amount, currency,
+       country, channel, lat, lon, risk_score, decision, reasons, anomaly_score, features,
+       model_version, processed_at, 1
+FROM {db}.transactions
+WHERE decision != 'approve' AND toUInt64(substring(txn_id, 2)) >= {off:UInt64}
+"""
+
+
+def fill(store: Store, n: int, offset: int = 0) -> float:
+    """Insert ``n`` synthetic scored rows (ids from ``offset``) and their alerts."""
+    t0 = time.perf_counter()
+    params = {"end": T_END, "span_ms": WEEK_S * 1000, "n": n, "off": offset}
+    store.client.command(FILL_SQL.replace("{db}", store.database), parameters=params)
+    store.client.command(ALERTS_SQL.replace("{db}", store.database), parameters={"off": offset})
+    return time.perf_counter() - t0
+
+
+def _timed(fn: Callable[[], Any], repeat: int) -> float:
+    fn()  # warm caches once, as a dashboard refresh would
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(runs)
+
+
+def query_latencies(store: Store, repeat: int = 5) -> dict[str, float]:
+    """Median ms of each dashboard query over the last 24 h and the whole week."""
+    day, week = T_END - timedelta(days=1), T_END - timedelta(days=7)
+    end = T_END + timedelta(seconds=1)
+    cases: dict[str, Callable[[], Any]] = {}
+    for label, start in (("24h", day), ("7d", week)):
+        f = q.AlertFilter(start, end)
+        cases |= {
+            f"kpis {label}": lambda s=start: q.kpis(store, s, end),
+            f"per-minute series {label}": lambda s=start: q.volume_series(
+                store, s, end, q.bucket_seconds(s, end)),
+            f"risk distribution {label}": lambda s=start: q.risk_distribution(store, s, end),
+            f"rule hits {label}": lambda s=start: q.rule_hits(store, s, end),
+            f"top flagged users {label}": lambda s=start: q.top_flagged_users(store, s, end),
+            f"latest alerts (500) {label}": lambda f=f: q.latest_alerts(store, f),
+            f"review backlog {label}": lambda s=start: q.review_backlog(store, s, end),
+        }  # fmt: skip
+    cases["user timeline"] = lambda: q.user_timeline(store, "u42")
+    cases["user profile"] = lambda: q.user_profile(store, "u42")
+    return {name: _timed(fn, repeat) for name, fn in cases.items()}
+
+
+def run(url: str, sizes: list[int], sink_rows: int, batch_rows: int) -> None:
+    """Print the benchmark table for one engine URL."""
+    store = Store(url, f"bench_{uuid.uuid4().hex[:8]}")
+    print(f"# store benchmark on {describe_url(url)} (database {store.database})", flush=True)
+    try:
+        migrate(store, 3650)
+        rate = sink_rate(store, sink_rows, batch_rows)
+        print(f"sink insert: {rate:,.0f} rows/s ({sink_rows:,} rows, batch {batch_rows})",
+              flush=True)  # fmt: skip
+        for t in ("transactions", "alerts", "decisions_per_minute"):
+            store.client.command(f"TRUNCATE TABLE {store.database}.{t}")
+        have = 0
+        results: dict[int, dict[str, float]] = {}
+        for n in sorted(sizes):
+            took = fill(store, n - have, have) if n > have else 0.0
+            have = n
+            print(f"filled to {n:,} rows in {took:.1f}s; timing queries...", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            results[n] = query_latencies(store)
+        names = list(next(iter(results.values())))
+        head = "| query | " + " | ".join(f"{n / 1e6:g}M rows (ms)" for n in results) + " |"
+        print(head)
+        print("|---|" + "---:|" * len(results))
+        for name in names:
+            print(f"| {name} | " + " | ".join(f"{results[n][name]:.1f}" for n in results) + " |")
+    finally:
+        store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
+        store.close()

@@ -1,0 +1,92 @@
+"""Creates the Dash app (pages live in ``dash_app/pages``); ``fraud dashboard`` serves it.
+
+The app reads ClickHouse only through :mod:`clickhouse.queries`; it works the same
+against ``chdb://`` (in the process that owns the directory) and a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+from pathlib import Path
+
+import dash
+from dash import Dash, dcc, html
+from flask import Response, request
+
+from clickhouse.store import Store
+from dash_app.context import AppContext, set_context
+from schemas.scored import Review, encode_review
+from schemas.settings import Settings
+
+__all__ = ["create_app", "feedback_publisher"]
+
+log = logging.getLogger(__name__)
+
+
+def feedback_publisher(s: Settings):  # -> Callable[[list[Review]], None] | None
+    """Publishes verdicts to the feedback topic (key user_id), or None without a broker."""
+    if not s.brokers or not s.dash_publish_feedback:
+        return None
+    from dataflows.kafka import make_producer
+
+    producer = make_producer(s)
+
+    def publish(reviews: list[Review]) -> None:
+        for r in reviews:
+            producer.produce(
+                s.topic_feedback,
+                key=r.user_id.encode(),
+                value=encode_review(r),
+                headers={"schema-version": b"1", "content-type": b"application/json"},
+            )
+        left = producer.flush(5.0)
+        if left:
+            raise RuntimeError(f"{left} verdict(s) not acknowledged by {s.brokers} within 5 s")
+
+    return publish
+
+
+def _check_login(users: dict[str, str]) -> Response | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Basic "):
+        try:
+            user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+        except ValueError:
+            user, pw = "", ""
+        if user in users and hmac.compare_digest(users[user], pw):
+            return None
+    return Response("Login required", 401, {"WWW-Authenticate": 'Basic realm="fraud"'})
+
+
+def create_app(s: Settings, store: Store | None = None, publish=None) -> Dash:
+    """The analyst app over ``store`` (default: the configured ClickHouse)."""
+    set_context(AppContext(s, store or Store.from_settings(s), publish))
+    app = Dash(
+        __name__,
+        use_pages=True,
+        pages_folder=str(Path(__file__).parent / "pages"),
+        title="Fraud monitor",
+        suppress_callback_exceptions=True,
+    )
+    app.layout = html.Div(
+        [
+            html.Nav(
+                [
+                    html.Span("Fraud monitor", className="brand"),
+                    *[
+                        dcc.Link(p["name"], href=p["relative_path"], className="nav-link")
+                        for p in dash.page_registry.values()
+                        if "<" not in p["path"]
+                    ],
+                ],
+                className="nav",
+            ),
+            dash.page_container,
+        ]
+    )
+    if s.dash_auth:
+        users = dict(u.split(":", 1) for u in s.dash_auth.split(","))
+        app.server.before_request(lambda: _check_login(users))
+    return app

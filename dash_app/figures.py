@@ -1,0 +1,216 @@
+"""Every figure of the app: pure functions from query DataFrames to plotly figures.
+
+No I/O here, so each is unit-tested on known frames.  Maps use ``scattergeo`` (no tiles,
+no tokens, works offline).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+import plotly.graph_objects as go
+
+__all__ = [
+    "DECISION_COLORS",
+    "alerts_map",
+    "empty",
+    "risk_histogram",
+    "rule_bars",
+    "user_map",
+    "user_timeline",
+    "volume_series",
+]
+
+DECISION_COLORS = {"approve": "#7f9cb5", "review": "#f0a030", "block": "#d62728"}
+_LAYOUT = {
+    "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+    "template": "plotly_white",
+    "legend": {"orientation": "h", "y": 1.12},
+}
+
+
+def empty(message: str, title: str = "") -> go.Figure:
+    """A blank figure that says why it is blank (no data yet, ClickHouse down...)."""
+    fig = go.Figure(layout={**_LAYOUT, "title": title})
+    fig.add_annotation(
+        text=message,
+        showarrow=False,
+        font={"size": 14, "color": "#666"},
+        xref="paper",
+        yref="paper",
+        x=0.5,
+        y=0.5,
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+def volume_series(df: pd.DataFrame, bucket_s: int) -> go.Figure:
+    """Stacked transactions per bucket by decision (from the per-minute rollup)."""
+    title = f"Transactions per {_bucket_label(bucket_s)} by decision"
+    if df.empty:
+        return empty("No transactions in this range yet", title)
+    fig = go.Figure(layout={**_LAYOUT, "title": title, "barmode": "stack"})
+    for d, color in DECISION_COLORS.items():
+        part = df[df.decision == d]
+        if not part.empty:
+            fig.add_bar(x=part.bucket, y=part.txns, name=d, marker_color=color)
+    fig.update_yaxes(title="transactions")
+    return fig
+
+
+def _bucket_label(bucket_s: int) -> str:
+    m = bucket_s // 60
+    return f"{m} min" if m < 60 else f"{m // 60} h"
+
+
+def risk_histogram(df: pd.DataFrame) -> go.Figure:
+    """Risk score distribution by decision, log count axis (approvals dwarf the rest)."""
+    title = "Risk score distribution"
+    if df.empty:
+        return empty("No transactions in this range yet", title)
+    fig = go.Figure(layout={**_LAYOUT, "title": title, "barmode": "stack"})
+    for d, color in DECISION_COLORS.items():
+        part = df[df.decision == d]
+        if not part.empty:
+            fig.add_bar(
+                x=part.low, y=part.txns, name=d, marker_color=color, offset=0, width=_bin_width(df)
+            )
+    fig.update_xaxes(title="risk score", range=[0, 1])
+    fig.update_yaxes(title="transactions (log)", type="log")
+    return fig
+
+
+def _bin_width(df: pd.DataFrame) -> float:
+    lows = sorted(set(df.low))
+    gaps = [b - a for a, b in itertools.pairwise(lows) if b > a]
+    return min(gaps) if gaps else 0.05
+
+
+def rule_bars(df: pd.DataFrame) -> go.Figure:
+    """Hits per reason code, split into hits on flagged and on approved transactions."""
+    title = "Rule hits"
+    if df.empty:
+        return empty("No rule has fired in this range", title)
+    d = df.sort_values("hits")
+    fig = go.Figure(layout={**_LAYOUT, "title": title, "barmode": "stack"})
+    fig.add_bar(
+        y=d.code,
+        x=d.flagged_hits,
+        orientation="h",
+        name="on flagged",
+        marker_color=DECISION_COLORS["block"],
+    )
+    fig.add_bar(
+        y=d.code,
+        x=d.hits - d.flagged_hits,
+        orientation="h",
+        name="on approved",
+        marker_color=DECISION_COLORS["approve"],
+    )
+    fig.update_xaxes(title="hits")
+    return fig
+
+
+def _geo(fig: go.Figure) -> go.Figure:
+    fig.update_geos(
+        projection_type="natural earth",
+        showcountries=True,
+        showland=True,
+        landcolor="#f3f3f3",
+        countrycolor="#bbb",
+        fitbounds="locations",
+    )
+    return fig
+
+
+def alerts_map(df: pd.DataFrame) -> go.Figure:
+    """Where recent alerts happened, coloured by decision, hover shows user and reasons."""
+    title = "Recent alerts"
+    if df.empty:
+        return empty("No alerts in this range", title)
+    fig = go.Figure(layout={**_LAYOUT, "title": title})
+    for d in ("review", "block"):
+        part = df[df.decision == d]
+        if part.empty:
+            continue
+        fig.add_scattergeo(
+            lat=part.lat,
+            lon=part.lon,
+            mode="markers",
+            name=d,
+            marker={"color": DECISION_COLORS[d], "size": 7, "opacity": 0.8},
+            text=[
+                f"{u} · ${a:,.2f}<br>{r}"
+                for u, a, r in zip(part.user_id, part.amount_usd, part.rules, strict=True)
+            ],
+            hoverinfo="text",
+        )
+    return _geo(fig)
+
+
+def user_timeline(df: pd.DataFrame) -> go.Figure:
+    """A user's transactions over time (amount in USD), coloured by decision."""
+    title = "Transactions"
+    if df.empty:
+        return empty("No transactions for this user", title)
+    fig = go.Figure(layout={**_LAYOUT, "title": title})
+    for d, color in DECISION_COLORS.items():
+        part = df[df.decision == d]
+        if part.empty:
+            continue
+        fig.add_scatter(
+            x=part.ts,
+            y=part.amount_usd,
+            mode="markers",
+            name=d,
+            marker={"color": color, "size": 9 if d != "approve" else 6},
+            text=[
+                f"{m} ({c}) {ch}<br>risk {r:.2f} {ru}"
+                for m, c, ch, r, ru in zip(
+                    part.merchant_category,
+                    part.country,
+                    part.channel,
+                    part.risk_score,
+                    part.rules,
+                    strict=True,
+                )
+            ],
+            hovertemplate="%{x}<br>$%{y:,.2f}<br>%{text}<extra></extra>",
+        )
+    fig.update_yaxes(title="amount (USD, log)", type="log")
+    return fig
+
+
+def user_map(df: pd.DataFrame) -> go.Figure:
+    """A user's locations with travel lines between consecutive transactions."""
+    title = "Locations and travel"
+    if df.empty:
+        return empty("No locations for this user", title)
+    fig = go.Figure(layout={**_LAYOUT, "title": title})
+    fig.add_scattergeo(
+        lat=df.lat,
+        lon=df.lon,
+        mode="lines",
+        name="travel",
+        line={"width": 1, "color": "#999"},
+        hoverinfo="skip",
+    )
+    for d, color in DECISION_COLORS.items():
+        part = df[df.decision == d]
+        if not part.empty:
+            fig.add_scattergeo(
+                lat=part.lat,
+                lon=part.lon,
+                mode="markers",
+                name=d,
+                marker={"color": color, "size": 8},
+                text=[
+                    f"{t:%Y-%m-%d %H:%M} · ${a:,.2f} {c}"
+                    for t, a, c in zip(part.ts, part.amount_usd, part.country, strict=True)
+                ],
+                hoverinfo="text",
+            )
+    return _geo(fig)
