@@ -257,15 +257,44 @@ def _summary(rows: list[Any], decisions: Counter, rate: int, dead: int) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from dataflows.demo import run_demo
+
+    s = _settings(args)
+    if args.port is not None:
+        s = s.model_copy(update={"dash_port": args.port})
+    return run_demo(s, _gen_config(args), args.rate, fresh=args.fresh, seconds=args.seconds)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import logging
+
+    from dash_app.app import create_app, feedback_publisher
+
+    s = _settings(args)
+    if s.clickhouse_url.startswith("chdb:"):
+        print("note: chDB allows one process per directory; while a dataflow writes to it, "
+              "use `fraud demo` (which serves the dashboard itself)", file=sys.stderr)  # fmt: skip
+    logging.basicConfig(level=logging.INFO)
+    app = create_app(s, publish=feedback_publisher(s))
+    print(f"Dashboard: http://{s.dash_host}:{s.dash_port}", flush=True)
+    app.run(host=s.dash_host, port=s.dash_port, debug=False)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
     from generators.stream import Pacer, event_stream
 
     s = _settings(args)
     cfg = _gen_config(args)
-    print(f"fraud demo: {args.count:,} generated events (seed {cfg.seed}, {cfg.users:,} users, "
+    print(f"fraud simulate: {args.count:,} generated events (seed {cfg.seed}, {cfg.users:,} users, "
           f"fraud rate {cfg.fraud_rate:.1%}) -> dataflow ({s.model_version}); alerts:")  # fmt: skip
     pacer = Pacer(args.rate)
     rows, decisions, rate, dead = _run_local(
-        s, lambda: (v for _, v in event_stream(cfg, args.count)), args.show, pacer.tick
+        s,
+        lambda: (v for _, v in event_stream(cfg, args.count)),
+        args.show,
+        pacer.tick,
+        store=args.store,
     )
     _summary(rows, decisions, rate, dead)
     return 0
@@ -364,11 +393,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(fn=cmd_generate)
 
-    p = sub.add_parser("demo", help="generator -> dataflow on the embedded default; prints alerts")
-    _add_generator(p, 30_000)
-    p.add_argument("--show", type=int, default=25, help="alerts to print (default 25)")
+    p = sub.add_parser("demo", help="the whole system live, embedded: broker, generator, "
+                       "dataflow, chDB and the dashboard on http://127.0.0.1:8050")  # fmt: skip
+    _add_generator(p, 1)
+    p.set_defaults(rate=100.0, users=20_000, fraud_rate=0.02)
+    p.add_argument("--fresh", action="store_true", help="delete the stored data first")
+    p.add_argument("--seconds", type=_nonneg_float("seconds"),
+                   help="stop after this many seconds (default: run until Ctrl-C)")  # fmt: skip
+    p.add_argument("--port", type=_positive_int("port"), help="dashboard port (default 8050)")
     _add_common(p)
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("simulate", help="score N generated events in-process; print alerts "
+                       "and recall per fraud pattern (no servers)")  # fmt: skip
+    _add_generator(p, 30_000)
+    p.add_argument("--show", type=int, default=25, help="alerts to print (default 25)")
+    p.add_argument("--store", action="store_true", help="also write to FRAUD_CLICKHOUSE_URL")
+    _add_common(p)
+    p.set_defaults(fn=cmd_simulate)
+
+    p = sub.add_parser("dashboard", help="serve the analyst app on the configured ClickHouse")
+    _add_common(p)
+    p.set_defaults(fn=cmd_dashboard)
 
     p = sub.add_parser("run", help="score the Kafka topic (FRAUD_BROKERS) or a JSONL file")
     p.add_argument("--input", help="JSONL file, one event per line (default: Kafka)")

@@ -136,3 +136,20 @@ def test_flow_as_bytewax_run_subprocess(kafka_settings: Settings, ch_http: ChSer
 def test_topics_create_is_idempotent(kafka_settings: Settings) -> None:
     again = create_topics(kafka_settings)
     assert set(again.values()) == {"exists"}
+
+
+@pytest.mark.integration
+def test_dashboard_verdicts_are_published_to_the_feedback_topic(kafka_settings: Settings) -> None:
+    from dash_app.app import feedback_publisher
+    from schemas.scored import decode_review
+    from tests.store import known
+
+    publish = feedback_publisher(kafka_settings)
+    assert publish is not None
+    reviews = known.reviews()
+    publish(reviews)
+    got = consume_all(kafka_settings.brokers, kafka_settings.topic_feedback, 1)
+    assert [decode_review(m.value()) for m in got] == reviews
+    assert [m.key() for m in got] == [r.user_id.encode() for r in reviews]
+    assert dict(got[0].headers())["schema-version"] == b"1"
+    assert feedback_publisher(kafka_settings.model_copy(update={"brokers": ""})) is None

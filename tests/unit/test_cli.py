@@ -29,7 +29,7 @@ def test_bad_settings_are_refused_naming_the_field(argv, needle, capsys) -> None
 
 def test_bad_argument_is_refused_by_the_parser(capsys) -> None:
     with pytest.raises(SystemExit) as e:
-        main(["demo", "--count", "-3"])
+        main(["simulate", "--count", "-3"])
     assert e.value.code == 2
     assert "--count must be >= 1" in capsys.readouterr().err
 

@@ -1,0 +1,157 @@
+"""Overview page logic: KPIs, decisions per minute, risk, rule hits, alert map, top users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import Input, Output, dash_table, dcc, html
+
+from clickhouse import queries as q
+from dash_app import figures as fig
+from dash_app.components import error_banner, info_banner, kpi, money, range_picker, user_link
+from dash_app.context import ctx, resolve_range
+
+KPI_IDS = (
+    "ov-kpi-rate",
+    "ov-kpi-txns",
+    "ov-kpi-volume",
+    "ov-kpi-flagged",
+    "ov-kpi-blocked",
+    "ov-kpi-open",
+    "ov-kpi-latency",
+)
+
+
+def layout(**_: Any) -> html.Div:
+    refresh_ms = int(ctx().settings.dash_refresh_s * 1000)
+    return html.Div(
+        [
+            html.Div([html.H2("Overview"), range_picker("ov-range")], className="toolbar"),
+            html.Div(id="ov-banner"),
+            html.Div(
+                [
+                    kpi("transactions/s", "–", KPI_IDS[0]),
+                    kpi("transactions", "–", KPI_IDS[1]),
+                    kpi("volume (USD)", "–", KPI_IDS[2]),
+                    kpi("flagged rate", "–", KPI_IDS[3]),
+                    kpi("blocked (USD)", "–", KPI_IDS[4]),
+                    kpi("open alerts", "–", KPI_IDS[5]),
+                    kpi("p95 ingest→decision", "–", KPI_IDS[6]),
+                ],
+                className="kpis",
+            ),
+            html.Div([dcc.Graph(id="ov-series", className="wide")], className="row"),
+            html.Div([dcc.Graph(id="ov-risk"), dcc.Graph(id="ov-rules")], className="row"),
+            html.Div(
+                [
+                    dcc.Graph(id="ov-map"),
+                    html.Div(
+                        [
+                            html.H4("Top flagged users"),
+                            dash_table.DataTable(
+                                id="ov-top",
+                                columns=[
+                                    {"name": "user", "id": "user", "presentation": "markdown"},
+                                    {"name": "flagged", "id": "flagged"},
+                                    {"name": "txns", "id": "txns"},
+                                    {"name": "flagged USD", "id": "flagged_usd"},
+                                    {"name": "max risk", "id": "max_risk"},
+                                ],
+                                markdown_options={"link_target": "_self"},
+                                style_as_list_view=True,
+                                style_cell={"textAlign": "left", "padding": "4px"},
+                            ),
+                        ],
+                        className="panel",
+                    ),
+                ],
+                className="row",
+            ),
+            dcc.Interval(id="ov-tick", interval=refresh_ms),
+        ]
+    )
+
+
+def overview_data(range_label: str) -> dict[str, Any]:
+    """Everything the page shows for a range: KPI strings, figures, top users, banner."""
+    store = ctx().store
+    try:
+        rng = resolve_range(store, range_label)
+        if rng is None:
+            msg = "No transactions stored yet: start the generator and the dataflow."
+            blank = fig.empty(msg)
+            return {
+                "kpis": ["–"] * len(KPI_IDS),
+                "series": blank,
+                "risk": blank,
+                "rules": blank,
+                "map": blank,
+                "top": [],
+                "banner": info_banner(msg),
+            }
+        start, end = rng
+        k = q.kpis(store, start, end)
+        bucket = q.bucket_seconds(start, end)
+        alerts = q.latest_alerts(store, q.AlertFilter(start, end), limit=500)
+        top = q.top_flagged_users(store, start, end)
+        return {
+            "kpis": [
+                f"{k.txn_per_s:,.1f}",
+                f"{k.txns:,}",
+                money(k.volume_usd),
+                f"{k.flagged_rate:.2%}",
+                money(k.blocked_usd),
+                f"{k.open_alerts:,}",
+                "–" if k.p95_latency_ms is None else _ms(k.p95_latency_ms),
+            ],
+            "series": fig.volume_series(q.volume_series(store, start, end, bucket), bucket),
+            "risk": fig.risk_histogram(q.risk_distribution(store, start, end)),
+            "rules": fig.rule_bars(q.rule_hits(store, start, end)),
+            "map": fig.alerts_map(alerts),
+            "top": [
+                {
+                    "user": user_link(r.user_id),
+                    "flagged": int(r.flagged),
+                    "txns": int(r.txns),
+                    "flagged_usd": money(r.flagged_usd),
+                    "max_risk": f"{r.max_risk:.2f}",
+                }
+                for r in top.itertuples()
+            ],
+            "banner": None,
+        }
+    except Exception as e:  # any store failure becomes an explicit banner, not a crash
+        blank = fig.empty("ClickHouse unavailable")
+        return {
+            "kpis": ["–"] * len(KPI_IDS),
+            "series": blank,
+            "risk": blank,
+            "rules": blank,
+            "map": blank,
+            "top": [],
+            "banner": error_banner(ctx().store.url, e),
+        }
+
+
+def _ms(v: float) -> str:
+    return f"{v:,.0f} ms" if v < 10_000 else f"{v / 1000:,.0f} s"
+
+
+REFRESH_IO = (
+    [Output(i, "children") for i in KPI_IDS]
+    + [
+        Output("ov-series", "figure"),
+        Output("ov-risk", "figure"),
+        Output("ov-rules", "figure"),
+        Output("ov-map", "figure"),
+        Output("ov-top", "data"),
+        Output("ov-banner", "children"),
+    ],
+    Input("ov-tick", "n_intervals"),
+    Input("ov-range", "value"),
+)
+
+
+def refresh(_tick: int | None, range_label: str) -> list[Any]:
+    d = overview_data(range_label)
+    return [*d["kpis"], d["series"], d["risk"], d["rules"], d["map"], d["top"], d["banner"]]

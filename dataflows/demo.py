@@ -1,0 +1,194 @@
+"""The one-command embedded demo: broker -> topics -> generator -> dataflow -> chDB -> Dash.
+
+Everything runs from this one process except the broker (tansu, a child process in its
+own session, killed on exit).  chDB locks its data directory to one process, so the
+process that owns it - this one, writing through the dataflow's ClickHouse sink - also
+serves the dashboard (Dash in a thread, queries through per-thread clients).  A status
+line shows events produced, scored, flagged, the rates and how long a new alert takes
+from being produced to being queryable (the dashboard adds up to one refresh interval).
+
+Ctrl-C (or ``--seconds``) stops everything; running again continues on the stored data
+(the generator resumes after the latest stored event time, with fresh ids); ``--fresh``
+deletes the chDB directory first.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import shutil
+import statistics
+import sys
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from clickhouse import queries as q
+from clickhouse.store import Store, chdb_path, describe_url, migrate
+from generators.stream import Pacer, event_stream
+from generators.synth import GeneratorConfig
+from schemas.settings import Settings
+
+__all__ = ["run_demo"]
+
+log = logging.getLogger(__name__)
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.produced = 0
+        self.scored = 0
+        self.flagged = 0
+        self.lags: list[float] = []
+        self.stop = threading.Event()
+
+
+def _generate(s: Settings, cfg: GeneratorConfig, rate: float, c: _Counters) -> None:
+    """Produce paced events to the transactions topic until told to stop."""
+    from dataflows.kafka import make_producer
+
+    producer = make_producer(s)
+    pacer = Pacer(rate)
+    try:
+        for key, value in event_stream(cfg):
+            if c.stop.is_set():
+                break
+            pacer.tick()
+            while True:
+                try:
+                    producer.produce(s.topic_transactions, key=key, value=value)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            c.produced += 1
+    except Exception:
+        log.exception("generator stopped")
+        _thread.interrupt_main()
+    finally:
+        producer.flush(5)
+
+
+def _watch(store: Store, c: _Counters, every_s: float, url: str) -> None:
+    """Status line plus produce->queryable lag of each new alert (polled every 0.25 s)."""
+    seen: set[str] = set()
+    last_print = t0 = time.monotonic()
+    last_scored = 0
+    while not c.stop.wait(0.25):
+        try:
+            rows = store.client.query(
+                f"SELECT a.alert_id, t.ingested_at FROM {store.database}.alerts AS a"
+                f" INNER JOIN {store.database}.transactions AS t ON t.txn_id = a.txn_id"
+                " WHERE a.created_at > now64(3) - INTERVAL 30 SECOND"
+            ).result_rows
+        except Exception as e:  # the status line must never take the demo down
+            log.debug("watch query failed: %s", e)
+            rows = []
+        now = datetime.now(UTC)
+        for alert_id, ingested in rows:
+            if alert_id not in seen and ingested is not None:
+                seen.add(alert_id)
+                c.lags.append((now - ingested.replace(tzinfo=UTC)).total_seconds())
+        t = time.monotonic()
+        if t - last_print >= every_s:
+            rate = (c.scored - last_scored) / (t - last_print)
+            last_scored, last_print = c.scored, t
+            lag = f"{statistics.median(c.lags[-200:]):.2f}s" if c.lags else "–"
+            print(f"\r{t - t0:6.0f}s produced {c.produced:,} · scored {c.scored:,} ({rate:,.0f}/s)"
+                  f" · flagged {c.flagged:,} · alert visible after {lag} · {url}  ",
+                  end="", file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _interrupted(e: BaseException | None) -> bool:
+    while e is not None:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _serve(app: Any, host: str, port: int) -> None:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
+def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = False,
+             seconds: float | None = None) -> int:  # fmt: skip
+    """Run the whole system until Ctrl-C (or ``seconds``); returns the exit code."""
+    from bytewax.run import cli_main
+
+    from dash_app.app import create_app, feedback_publisher
+    from dataflows.chsink import clickhouse_sink
+    from dataflows.embedded import EmbeddedBroker
+    from dataflows.io import CallbackSink
+    from dataflows.kafka import create_topics, kafka_flow
+
+    if s.clickhouse_url.startswith("chdb:") and fresh:
+        raw = chdb_path(s.clickhouse_url)
+        if raw is not None and Path(raw).exists():
+            shutil.rmtree(raw)
+            print(f"--fresh: deleted {Path(raw).resolve()}", file=sys.stderr)
+    broker = None if s.brokers else EmbeddedBroker().start()
+    c = _Counters()
+    try:
+        if broker is not None:
+            s = s.model_copy(update={"brokers": broker.bootstrap})
+            print(f"embedded broker (tansu) on {broker.bootstrap}", file=sys.stderr)
+        s = s.model_copy(update={"kafka_tail": True})
+        create_topics(s)
+        store = Store.from_settings(s)
+        applied = migrate(store, s.clickhouse_ttl_days)
+        bounds = q.data_bounds(store)
+        start = datetime.now(UTC).replace(microsecond=0)
+        if bounds is not None:
+            start = max(start, bounds[1] + timedelta(minutes=1))
+        tag = f"r{int(time.time()) % 10**8}-"
+        cfg = replace(cfg, start=start, id_prefix=tag)
+        url = f"http://{s.dash_host}:{s.dash_port}"
+        print(f"ClickHouse {describe_url(s.clickhouse_url)} database {s.clickhouse_database}"
+              + (f" (applied {len(applied)} migrations)" if applied else "")
+              + (f", continuing after {bounds[1]:%Y-%m-%d %H:%M}" if bounds else ""),
+              file=sys.stderr)  # fmt: skip
+        print(f"generator: {cfg.users:,} users, fraud rate {cfg.fraud_rate:.1%}, {rate:g} tx/s,"
+              f" event time from {start:%Y-%m-%d %H:%M} UTC (simulated clock)",
+              file=sys.stderr)  # fmt: skip
+        app = create_app(s, Store.from_settings(s), feedback_publisher(s))
+        threading.Thread(target=_serve, args=(app, s.dash_host, s.dash_port), daemon=True,
+                         name="dash").start()  # fmt: skip
+        print(f"\nDashboard: {url}  (Ctrl-C stops everything)\n", flush=True)
+        threading.Thread(target=_generate, args=(s, cfg, rate, c), daemon=True,
+                         name="generator").start()  # fmt: skip
+        threading.Thread(target=_watch, args=(Store.from_settings(s), c, 2.0, url),
+                         daemon=True, name="status").start()  # fmt: skip
+        if seconds is not None:
+            threading.Timer(seconds, _thread.interrupt_main).start()
+
+        def count(batch: list[Any]) -> None:
+            c.scored += len(batch)
+            c.flagged += sum(r.flagged for r in batch)
+
+        try:
+            cli_main(kafka_flow(s, [clickhouse_sink(s), CallbackSink(count)]),
+                     epoch_interval=timedelta(seconds=2))  # fmt: skip
+        except BaseException as e:  # Ctrl-C arrives wrapped in bytewax's runtime error
+            if not _interrupted(e):
+                raise
+    finally:
+        c.stop.set()
+        if broker is not None:
+            broker.stop()
+    lags = sorted(c.lags)
+    lag = (
+        (
+            f"; produce->queryable alert p50 {lags[len(lags) // 2]:.2f}s, "
+            f"p95 {lags[int(len(lags) * 0.95)]:.2f}s over {len(lags)} alerts"
+        )
+        if lags
+        else ""
+    )
+    print(f"\nstopped: produced {c.produced:,}, scored {c.scored:,}, flagged {c.flagged:,}{lag}",
+          flush=True)  # fmt: skip
+    return 0
