@@ -49,6 +49,8 @@ def feedback_publisher(s: Settings):  # -> Callable[[list[Review]], None] | None
 
 
 def _check_login(users: dict[str, str]) -> Response | None:
+    if request.path == "/healthz":  # liveness probes carry no credentials
+        return None
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Basic "):
         try:
@@ -86,6 +88,7 @@ def create_app(s: Settings, store: Store | None = None, publish=None) -> Dash:
             dash.page_container,
         ]
     )
+    app.server.add_url_rule("/healthz", "healthz", lambda: "ok")
     if s.dash_auth:
         users = dict(u.split(":", 1) for u in s.dash_auth.split(","))
         app.server.before_request(lambda: _check_login(users))

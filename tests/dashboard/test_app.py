@@ -168,6 +168,7 @@ def test_pages_are_served(app_store: Store, path: str) -> None:
 def test_login_when_configured(app_store: Store) -> None:
     c = _client(load_settings(dash_auth="ana:s3cret,bob:pw2"), app_store)
     assert c.get("/").status_code == 401
+    assert c.get("/healthz").status_code == 200
     bad = base64.b64encode(b"ana:wrong").decode()
     assert c.get("/", headers={"Authorization": f"Basic {bad}"}).status_code == 401
     good = base64.b64encode(b"ana:s3cret").decode()
