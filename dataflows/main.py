@@ -1,7 +1,7 @@
 """Entry point for ``python -m bytewax.run dataflows.main:get_flow()`` (production).
 
 Settings come from ``FRAUD_*``; run it as a cluster with bytewax's own flags, e.g.
-``python -m bytewax.run dataflows.main:get_flow() -w 2 -r /data/recovery -s 10``.
+``python -m bytewax.run dataflows.main:get_flow() -w 2 -r /data/recovery -s 10 -b 0``.
 Scored transactions and alerts go to ClickHouse (``FRAUD_CLICKHOUSE_URL``), whose
 pending migrations are applied first (idempotent, safe from every process).
 """
