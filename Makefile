@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_NATIVE_TLS := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint fmt schemas bench-store clean
+.PHONY: demo test browser lint fmt schemas bench-store screenshots clean
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -21,8 +21,15 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 demo: $(VENV)/.synced
 	$(VENV)/bin/fraud demo $(ARGS)
 
+## Headless Chromium + chromedriver for the dashboard's browser tests (Debian packages).
+APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(APT) install -y -q chromium chromium-driver || \
+	  { $(APT) update -q && $(APT) install -y -q chromium chromium-driver; }; }
+
 ## README command 2: the whole test suite (starts the services it needs itself).
-test: $(VENV)/.synced
+test: $(VENV)/.synced browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
@@ -47,6 +54,10 @@ bench-store: $(VENV)/.synced
 	  pid=$$!; sleep 3; \
 	  $(VENV)/bin/fraud bench-store --url http://127.0.0.1:18123 $(ARGS); rc=$$?; \
 	  kill $$pid; exit $$rc
+
+## Screenshots of the live demo for the docs (docs/img/*.png).
+screenshots: $(VENV)/.synced browser
+	$(VENV)/bin/python -m dash_app.screenshots --out docs/img
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 
 __all__ = [
     "DECISION_COLORS",
+    "GEO_CONFIG",
     "alerts_map",
     "empty",
     "risk_histogram",
@@ -21,6 +22,10 @@ __all__ = [
     "user_timeline",
     "volume_series",
 ]
+
+GEO_CONFIG = {"topojsonURL": "/assets/topojson/", "displaylogo": False}
+"""dcc.Graph config for maps: plotly fetches its world topojson from the app's own assets
+(vendored in dash_app/assets/topojson) instead of cdn.plot.ly, so maps work offline."""
 
 DECISION_COLORS = {"approve": "#7f9cb5", "review": "#f0a030", "block": "#d62728"}
 _LAYOUT = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 import _thread
 import logging
 import shutil
+import signal
 import statistics
 import sys
 import threading
@@ -131,6 +132,8 @@ def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = Fa
         if raw is not None and Path(raw).exists():
             shutil.rmtree(raw)
             print(f"--fresh: deleted {Path(raw).resolve()}", file=sys.stderr)
+    # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C: no orphan broker.
+    signal.signal(signal.SIGTERM, lambda *_: _thread.interrupt_main())
     broker = None if s.brokers else EmbeddedBroker().start()
     c = _Counters()
     try:

@@ -15,6 +15,7 @@ from schemas.scored import VERDICTS, Review
 
 COLUMNS = [
     {"name": "time (UTC)", "id": "ts"},
+    {"name": "raised (UTC)", "id": "raised"},
     {"name": "user", "id": "user", "presentation": "markdown"},
     {"name": "amount", "id": "amount"},
     {"name": "USD", "id": "amount_usd", "type": "numeric"},
@@ -172,6 +173,7 @@ def table_rows(df: Any) -> list[dict[str, Any]]:
             "txn_id": r.txn_id,
             "user_id": r.user_id,
             "ts": f"{r.ts:%Y-%m-%d %H:%M:%S}",
+            "raised": f"{r.created_at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
             "user": user_link(r.user_id),
             "amount": f"{r.amount:,.2f} {r.currency}",
             "amount_usd": round(float(r.amount_usd), 2),

@@ -44,7 +44,7 @@ def layout(**_: Any) -> html.Div:
             html.Div([dcc.Graph(id="ov-risk"), dcc.Graph(id="ov-rules")], className="row"),
             html.Div(
                 [
-                    dcc.Graph(id="ov-map"),
+                    dcc.Graph(id="ov-map", config=fig.GEO_CONFIG),
                     html.Div(
                         [
                             html.H4("Top flagged users"),

@@ -36,7 +36,10 @@ def layout(user_id: str | None = None, **_: Any) -> html.Div:
             ),
             html.Div(id="us-banner"),
             html.Div(id="us-profile", className="kpis"),
-            html.Div([dcc.Graph(id="us-timeline"), dcc.Graph(id="us-map")], className="row"),
+            html.Div(
+                [dcc.Graph(id="us-timeline"), dcc.Graph(id="us-map", config=fig.GEO_CONFIG)],
+                className="row",
+            ),
             html.H4("Alerts and verdicts"),
             dash_table.DataTable(
                 id="us-alerts",
