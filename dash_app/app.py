@@ -80,7 +80,7 @@ def create_app(s: Settings, store: Store | None = None, publish=None) -> Dash:
                     *[
                         dcc.Link(p["name"], href=p["relative_path"], className="nav-link")
                         for p in dash.page_registry.values()
-                        if "<" not in p["path"]
+                        if not p.get("path_template")
                     ],
                 ],
                 className="nav",

@@ -29,9 +29,9 @@ GEO_CONFIG = {"topojsonURL": "/assets/topojson/", "displaylogo": False}
 
 DECISION_COLORS = {"approve": "#7f9cb5", "review": "#f0a030", "block": "#d62728"}
 _LAYOUT = {
-    "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+    "margin": {"l": 50, "r": 20, "t": 60, "b": 40},
     "template": "plotly_white",
-    "legend": {"orientation": "h", "y": 1.12},
+    "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom"},
 }
 
 

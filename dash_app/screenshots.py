@@ -97,7 +97,7 @@ def main() -> int:
                 (By.CSS_SELECTOR, "#ov-map g.layer.land path")))  # fmt: skip
             time.sleep(3)
             d.save_screenshot(str(out / "overview.png"))
-            top = re.search(r"/users/([\w-]+)", d.page_source)
+            top = re.search(r'href="/users/([\w-]+)"', d.page_source)
             d.get(url + "/alerts")
             WebDriverWait(d, 30).until(ec.text_to_be_present_in_element(
                 (By.ID, "al-count"), "alerts"))  # fmt: skip

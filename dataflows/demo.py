@@ -167,7 +167,9 @@ def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = Fa
         threading.Thread(target=_watch, args=(Store.from_settings(s), c, 2.0, url),
                          daemon=True, name="status").start()  # fmt: skip
         if seconds is not None:
-            threading.Timer(seconds, _thread.interrupt_main).start()
+            timer = threading.Timer(seconds, _thread.interrupt_main)
+            timer.daemon = True  # must not keep the process alive after Ctrl-C
+            timer.start()
 
         def count(batch: list[Any]) -> None:
             c.scored += len(batch)

@@ -1,0 +1,59 @@
+"""External datasets through the production flow (read from ../shared/data, never copied).
+
+These need the shared datasets; when they are missing the tests fail loudly naming the
+path (they are part of this machine's CI, not optional).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from dataflows.evaluate import card_precision_at_k, score_stream
+from generators.datasets import DATA_DIR, handbook_events, handbook_frame, sparkov_events
+from schemas.settings import Settings
+from schemas.transaction import DecodeError, decode_event
+
+pytestmark = pytest.mark.integration
+
+
+def _need(path: Path) -> Path:
+    assert path.exists(), f"dataset missing: {path} (see ../shared/data/*/README.md)"
+    return path
+
+
+def test_handbook_two_day_slice_end_to_end(settings: Settings) -> None:
+    """Two days (≈ 19k transactions) through build_flow: all scored once, labels intact,
+    and the handbook metrics computable on the second day."""
+    root = _need(DATA_DIR)
+    df = handbook_frame(root, datetime(2018, 7, 1, tzinfo=UTC), datetime(2018, 7, 3, tzinfo=UTC))
+    assert 18_000 < len(df) < 20_500
+    first = orjson.loads(next(handbook_events(df.head(1))))
+    assert first["user_id"] == f"c{df.CUSTOMER_ID[0]}" and first["country"] == "BE"
+    assert 50.4 <= first["lat"] <= 51.31 and 3.7 <= first["lon"] <= 5.13
+    scored = score_stream(settings, lambda: handbook_events(df), len(df), progress=False)
+    assert sorted(scored.TRANSACTION_ID) == sorted(df.TRANSACTION_ID), "each exactly once"
+    assert scored.risk_raw.between(0, 1).all() and scored.hst.between(0, 1).all()
+    merged = df.merge(scored, on="TRANSACTION_ID")
+    day2 = merged[merged.TX_TIME_DAYS.max() == merged.TX_TIME_DAYS]
+    cp, daily = card_precision_at_k(day2, "risk")
+    assert len(daily) == 1 and 0 <= cp <= 1
+    # Scenario-1 frauds (amount > 220) are far above these customers' usual amounts.
+    big = merged[merged.TX_FRAUD_SCENARIO == 1]
+    assert len(big) > 0 and big.risk.mean() > merged[merged.TX_FRAUD == 0].risk.mean()
+
+
+def test_sparkov_rows_are_valid_transactions() -> None:
+    path = _need(DATA_DIR / "sparkov_sample" / "fraudTrain_prefix.csv.gz")
+    n = frauds = 0
+    for raw in sparkov_events(path):
+        res = decode_event(raw, 16_384)
+        assert not isinstance(res, DecodeError), res
+        txn, label = res
+        n += 1
+        frauds += bool(label and label.is_fraud)
+        assert txn.country == "US" and txn.channel in ("pos", "ecom")
+    assert n > 1000 and frauds > 0
