@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_NATIVE_TLS := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test browser lint fmt schemas bench-store screenshots clean
+.PHONY: demo test browser lint fmt schemas eval bench bench-store screenshots clean
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -54,6 +54,14 @@ bench-store: $(VENV)/.synced
 	  pid=$$!; sleep 3; \
 	  $(VENV)/bin/fraud bench-store --url http://127.0.0.1:18123 $(ARGS); rc=$$?; \
 	  kill $$pid; exit $$rc
+
+## Detection quality against the handbook's published results (docs/eval/).
+eval: $(VENV)/.synced
+	$(VENV)/bin/fraud eval --out docs/eval $(ARGS)
+
+## End-to-end benchmark (docs/benchmarks.md); ARGS=--quick for a one-minute run.
+bench: $(VENV)/.synced
+	$(VENV)/bin/fraud bench --out docs/benchmarks.md $(ARGS)
 
 ## Screenshots of the live demo for the docs (docs/img/*.png).
 screenshots: $(VENV)/.synced browser

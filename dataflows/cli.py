@@ -406,6 +406,25 @@ def _generator_report(s: Settings, count: int) -> str:
             + format_report(pattern_report(rows)) + "\n```")  # fmt: skip
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dataflows.bench import BenchConfig, run_bench
+
+    s = _settings(args)
+    cfg = BenchConfig.quick() if args.quick else BenchConfig()
+    command = "fraud bench" + (" --quick" if args.quick else "")
+
+    def say(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    md = run_bench(s, cfg, command, say)
+    print(md)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(md)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     s = _settings(args)
     for k, v in s.safe_dict().items():
@@ -547,6 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(p)
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("bench", help="throughput, latency, memory and per-stage cost figures")
+    p.add_argument("--quick", action="store_true", help="small legs, under a minute (CI smoke)")
+    p.add_argument("--out", help="also write the Markdown table here (docs/benchmarks.md)")
+    _add_common(p)
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("settings", help="print the effective settings")
     _add_common(p)

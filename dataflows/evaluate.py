@@ -70,8 +70,11 @@ PUBLISHED: dict[str, list[tuple[str, float, float, float]]] = {
 """Handbook rows (AUC ROC, AP, CP@100) as listed in the dataset README."""
 
 SCORES = {
-    "risk": "production risk score (rules + HST, noisy-OR), ties broken by the HST percentile",
+    "risk": "production risk score, label-free (rules + HST, noisy-OR), ties broken by the "
+    "HST percentile",
     "hst": "Half-Space Trees rolling percentile alone",
+    "risk_fb": "the same plus the feedback loop's merchant risk: each fraud label is usable "
+    "only after the 7-day delay (the handbook's), as in production",
 }
 
 
@@ -120,7 +123,8 @@ def handbook_metrics(test: pd.DataFrame, score: str) -> tuple[float, float, floa
 
 
 def score_stream(s: Settings, events: Callable[[], Iterable[bytes]], total: int,
-                 progress: bool = True) -> pd.DataFrame:  # fmt: skip
+                 progress: bool = True,
+                 labels: Callable[[], Iterable[bytes]] | None = None) -> pd.DataFrame:  # fmt: skip
     """Run ``events`` through ``build_flow``; one row per scored transaction.
 
     Columns: txn_id (int), risk, hst (percentile), decision.  Dead letters raise: an
@@ -152,7 +156,8 @@ def score_stream(s: Settings, events: Callable[[], Iterable[bytes]], total: int,
         return datetime.now(UTC)
 
     flow = build_flow(s, IterSource(events), CallbackSink(lambda b: None), CallbackSink(rows),
-                      CallbackSink(dead.extend), clock=clock)  # fmt: skip
+                      CallbackSink(dead.extend), clock=clock,
+                      labels=None if labels is None else IterSource(labels))  # fmt: skip
     run_main(flow)
     if prog is not None:
         prog.done()
@@ -175,7 +180,7 @@ class EvalResult:
 def run_handbook(s: Settings, root: Path, stream_start: date, stream_end: date,
                  protocols: tuple[Protocol, ...] = PROTOCOLS) -> EvalResult:  # fmt: skip
     """Stream [stream_start, stream_end) once and evaluate every protocol on it."""
-    from generators.datasets import handbook_events, handbook_frame
+    from generators.datasets import handbook_events, handbook_frame, handbook_labels
 
     t0 = time.perf_counter()
     start = datetime.combine(stream_start, datetime.min.time(), UTC)
@@ -183,6 +188,9 @@ def run_handbook(s: Settings, root: Path, stream_start: date, stream_end: date,
     df = handbook_frame(root, start, end)
     scored = score_stream(s, lambda: handbook_events(df), len(df))
     df = df.merge(scored, on="TRANSACTION_ID", how="left", validate="one_to_one")
+    fb = score_stream(s, lambda: handbook_events(df), len(df),
+                      labels=lambda: handbook_labels(df))  # fmt: skip
+    df["risk_fb"] = df.TRANSACTION_ID.map(fb.set_index("TRANSACTION_ID").risk)
     rows: list[dict[str, Any]] = []
     curves: dict[str, pd.DataFrame] = {}
     for p in protocols:
@@ -199,7 +207,7 @@ def run_handbook(s: Settings, root: Path, stream_start: date, stream_end: date,
                          "cp100": round(float(m[2]), 3),
                          "sd": None if sd is None else tuple(round(float(v), 3) for v in sd),
                          "test_rows": n_test})  # fmt: skip
-        curves[p.key] = handbook_test_set(df, p.train_starts[-1])[["TX_FRAUD", "risk", "hst"]]
+        curves[p.key] = handbook_test_set(df, p.train_starts[-1])[["TX_FRAUD", *SCORES]]
     return EvalResult(rows, curves, time.perf_counter() - t0, len(df), (stream_start, stream_end))
 
 

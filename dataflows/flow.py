@@ -131,11 +131,14 @@ def build_flow(
     *,
     clock: Callable[[], datetime] = utc_now,
     flow_id: str = "fraud",
+    labels: Source[Any] | None = None,
 ) -> Dataflow:
     """The detection dataflow. ``clock`` stamps processed_at/created_at (inject in tests).
 
     ``row_sink`` may be several sinks (e.g. ClickHouse plus a progress counter); each
-    receives every scored transaction.
+    receives every scored transaction.  With a ``labels`` source (confirmed frauds, see
+    :mod:`dataflows.merchants`) a merchant-keyed step adds delayed merchant risk to the
+    score; without one the topology is unchanged.
     """
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
@@ -152,12 +155,57 @@ def build_flow(
         return ShardLogic(_s, _restore(resume, _s), clock, snapshots)
 
     scored = op.key_rm("unkey", op.stateful_batch("score", keyed, builder))
+    if labels is not None:
+        scored = _merchant_step(flow, s, scored, labels, clock, dlq_sink)
     sinks = row_sink if isinstance(row_sink, Sequence) else [row_sink]
     for i, sink in enumerate(sinks):
         _emit("rows" if i == 0 else f"rows_{i}", scored, sink)
     alerts = op.filter_map("alerts", scored, lambda x: Alert.from_scored(x) if x.flagged else None)
     _emit("alerts_out", alerts, alert_sink)
     return flow
+
+
+def _merchant_step(
+    flow: Dataflow,
+    s: Settings,
+    scored: Stream[ScoredTransaction],
+    labels: Source[Any],
+    clock: Callable[[], datetime],
+    dlq_sink: Sink[Any] | Encoded[DeadLetter],
+) -> Stream[ScoredTransaction]:
+    """Merge confirmed-fraud labels with scored transactions by merchant and rescore."""
+    from dataflows.merchants import MerchantLabel, MerchantShard, on_events, parse_label
+
+    raw = op.input("labels", flow, labels)
+    decoded = op.map("labels_parse", raw, lambda x: parse_label(x, clock))
+    parsed = op.branch("labels_valid", decoded, lambda x: isinstance(x, MerchantLabel))
+    _emit("labels_dlq", parsed.falses, dlq_sink)
+    both = op.merge("merchant_in", scored, parsed.trues)
+    shards = s.shards
+
+    def merchant_of(x: Any) -> str:
+        mid = x.merchant_id if isinstance(x, MerchantLabel) else x.txn.merchant_id
+        return shard_of(mid, shards)
+
+    keyed = op.key_on("merchant_shard", both, merchant_of)
+
+    def builder(resume: bytes | None, _s: Settings = s) -> _MerchantLogic:
+        return _MerchantLogic(_s, pickle.loads(resume) if resume else MerchantShard(),
+                              on_events, s.recovery_dir is not None)  # fmt: skip
+
+    return op.key_rm("merchant_unkey", op.stateful_batch("merchant", keyed, builder))
+
+
+class _MerchantLogic(StatefulBatchLogic[Any, ScoredTransaction, bytes | None]):
+    def __init__(self, s: Settings, shard: Any, fn: Callable[..., list[ScoredTransaction]],
+                 snapshots: bool) -> None:  # fmt: skip
+        self.s, self.shard, self.fn, self.snapshots = s, shard, fn, snapshots
+
+    def on_batch(self, values: list[Any]) -> tuple[list[ScoredTransaction], bool]:
+        return self.fn(self.shard, values, self.s), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:
+        return pickle.dumps(self.shard, pickle.HIGHEST_PROTOCOL) if self.snapshots else None
 
 
 def _restore(resume: bytes | None, s: Settings) -> Shard:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-__all__ = ["CallbackSink", "IterSource", "jsonl_lines"]
+__all__ = ["CallbackSink", "IterSource", "PartitionedSource", "jsonl_lines"]
 
 X = TypeVar("X")
 BATCH = 1000
@@ -59,6 +59,32 @@ class IterSource(FixedPartitionedSource[Any, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _IterPartition:
         return _IterPartition(iter(self.make()), resume_state or 0, self.batch, self.pace)
+
+
+class PartitionedSource(FixedPartitionedSource[Any, int]):
+    """In-memory events split into ``parts`` partitions by user (benchmarks, clusters).
+
+    Each user's events stay in one partition, in order, so per-user ordering holds while
+    several workers or processes read in parallel.
+    """
+
+    def __init__(self, events: list[bytes], parts: int = 1, batch: int = BATCH) -> None:
+        import zlib
+
+        import orjson
+
+        self.parts: list[list[bytes]] = [[] for _ in range(parts)]
+        for e in events:
+            uid = orjson.loads(e).get("user_id", "")
+            self.parts[zlib.crc32(str(uid).encode()) % parts].append(e)
+        self.batch = batch
+
+    def list_parts(self) -> list[str]:
+        return [str(i) for i in range(len(self.parts))]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _IterPartition:
+        items = self.parts[int(for_part)]
+        return _IterPartition(iter(items), resume_state or 0, self.batch, None)
 
 
 def jsonl_lines(path: Path) -> Iterator[bytes]:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -46,6 +47,10 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
         "topic_transactions": f"lat-tx-{tag}", "topic_alerts": f"lat-alerts-{tag}",
         "topic_dlq": f"lat-dlq-{tag}", "topic_feedback": f"lat-fb-{tag}", "partitions": 1,
     })  # fmt: skip
+    if s.clickhouse_url.startswith("chdb:"):
+        # The flow process stores rows too (the production path); give it its own
+        # scratch chDB directory so a running demo's directory is never touched.
+        s = s.model_copy(update={"clickhouse_url": f"chdb://{tempfile.mkdtemp(prefix='lat-')}"})
     create_topics(s)
     env = {**os.environ, **{f"FRAUD_{k.upper()}": str(v) for k, v in s.model_dump().items()
                             if v is not None}}  # fmt: skip

@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-__all__ = ["DATA_DIR", "handbook_events", "handbook_frame", "sparkov_events"]
+__all__ = ["DATA_DIR", "handbook_events", "handbook_frame", "handbook_labels", "sparkov_events"]
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """Default location of the external datasets (``../shared/data`` next to the repo)."""
@@ -68,6 +68,17 @@ def handbook_events(df: pd.DataFrame) -> Iterator[bytes]:
             "channel": "pos", "schema_version": 1,
             "label": {"is_fraud": bool(fraud), "pattern": f"scenario_{scen}" if scen else None},
         })  # fmt: skip
+
+
+def handbook_labels(df: pd.DataFrame) -> Iterator[bytes]:
+    """A confirmed-fraud label event per fraudulent row (terminal and event time), in time
+    order; the flow uses each only after ``label_delay_days``."""
+    from dataflows.merchants import label_json
+
+    fraud = df[df.TX_FRAUD == 1]
+    for tid, term, ts in zip(fraud.TRANSACTION_ID, fraud.TERMINAL_ID, fraud.TX_DATETIME,
+                             strict=True):  # fmt: skip
+        yield label_json(f"t{term}", ts.to_pydatetime().replace(tzinfo=UTC), str(tid))
 
 
 def sparkov_events(path: Path) -> Iterator[bytes]:

@@ -106,6 +106,20 @@ class Settings(BaseSettings):
     )
     unusual_hour_history: int = Field(20, ge=1)
 
+    # --- Feedback: merchant risk from delayed labels -------------------------------
+    label_delay_days: float = Field(
+        7.0, ge=0, le=365, description="A fraud label is usable this long after its event."
+    )
+    merchant_min_frauds: int = Field(
+        2, ge=1, description="Confirmed frauds in a window before a merchant counts as risky."
+    )
+    merchant_min_rate: float = Field(
+        0.2, gt=0, le=1, description="Fraud share of a merchant's window that makes it risky."
+    )
+    merchant_weight: float = Field(
+        0.9, gt=0, lt=1, description="Strength of the compromised-merchant rule."
+    )
+
     # --- Dashboard -----------------------------------------------------------------
     dash_host: str = "127.0.0.1"
     dash_port: int = Field(8050, ge=1, le=65535)

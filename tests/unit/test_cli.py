@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from clickhouse.store import Store
@@ -75,3 +76,19 @@ def test_generate_is_deterministic(tmp_path: Path) -> None:
                      "--out", str(p)]) == 0  # fmt: skip
     assert a.read_bytes() == b.read_bytes()
     assert len(a.read_bytes().splitlines()) == 500
+
+
+def test_partitioned_source_keeps_each_user_in_one_partition() -> None:
+    from dataflows.io import PartitionedSource
+
+    events = [txn_bytes(i, txn_id=f"t{i}", user_id=f"u{i % 7}") for i in range(70)]
+    src = PartitionedSource(events, parts=3)
+    assert sum(len(p) for p in src.parts) == 70
+    owners: dict[str, set[int]] = {}
+    for k, part in enumerate(src.parts):
+        for e in part:
+            owners.setdefault(orjson.loads(e)["user_id"], set()).add(k)
+    assert all(len(v) == 1 for v in owners.values())
+    assert [orjson.loads(e)["txn_id"] for e in src.parts[0]] == sorted(
+        (orjson.loads(e)["txn_id"] for e in src.parts[0]), key=lambda t: int(t[1:])
+    )

@@ -1,0 +1,335 @@
+"""``fraud bench``: reproducible throughput, latency, memory and cost-breakdown figures.
+
+Every leg runs in the same invocation so ratios hold on a noisy machine; the result is
+printed as Markdown and written to ``docs/benchmarks.md`` with the machine facts and the
+exact command.  ``--quick`` shrinks every leg (CI smoke test: the table is produced; no
+speed is asserted anywhere).
+
+Legs: (1) River HST alone at the configured size; (2) ``build_flow`` from memory to null
+sinks with 1 worker, 2 worker threads and 2 processes; (3) end to end through the
+embedded broker and the chDB sink, sustained, plus produce->alert latency at a fixed
+offered load; (4) memory per tracked user and snapshot size; (5) per-stage cost from a
+profile.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import os
+import pickle
+import platform
+import pstats
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from schemas.settings import Settings
+
+__all__ = ["BenchConfig", "run_bench"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    flow_events: int = 200_000
+    e2e_events: int = 500_000
+    latency_rate: float = 2000.0
+    latency_seconds: float = 20.0
+    users_memory: tuple[int, ...] = (100_000, 1_000_000)
+    profile_events: int = 30_000
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        return cls(20_000, 20_000, 500.0, 5.0, (10_000,), 5_000)
+
+
+def _events(n: int, users: int = 20_000, seed: int = 11) -> list[bytes]:
+    from generators.stream import event_stream
+    from generators.synth import GeneratorConfig
+
+    cfg = GeneratorConfig(seed=seed, users=users, fraud_rate=0.01)
+    return [v for _, v in event_stream(cfg, n)]
+
+
+# --- leg 1: the model alone --------------------------------------------------------
+
+
+def hst_ceiling(s: Settings, n: int) -> float:
+    """River HalfSpaceTrees score_one + learn_one alone on realistic scaled features."""
+    from dataflows.anomaly import scale_features
+    from dataflows.scoring import new_shard
+    from dataflows.state import UserState, observe
+    from schemas.transaction import decode_event
+
+    xs = []
+    users: dict[str, UserState] = {}
+    for raw in _events(min(n, 50_000)):
+        txn, _ = decode_event(raw, 16_384)  # type: ignore[misc]
+        st = users.setdefault(txn.user_id, UserState())
+        xs.append(scale_features(observe(st, txn, lateness_ms=3e5, small_usd=5.0)))
+    model = new_shard(s).model
+    t0 = time.perf_counter()
+    for i in range(n):
+        model.score_learn(xs[i % len(xs)])
+    return n / (time.perf_counter() - t0)
+
+
+# --- leg 2: the flow from memory ---------------------------------------------------
+
+
+def _null_flow(s: Settings, events: list[bytes], parts: int = 1) -> Any:
+    from dataflows.flow import build_flow
+    from dataflows.io import CallbackSink, PartitionedSource
+
+    def null(_: list[Any]) -> None:
+        return None
+
+    return build_flow(s, PartitionedSource(events, parts), CallbackSink(null),
+                      CallbackSink(null), CallbackSink(null))  # fmt: skip
+
+
+def flow_rate(s: Settings, events: list[bytes], workers: int) -> float:
+    from bytewax.testing import cluster_main, run_main
+
+    flow = _null_flow(s, events, parts=workers)
+    t0 = time.perf_counter()
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return len(events) / (time.perf_counter() - t0)
+
+
+PROC_SCRIPT = """
+import sys, time, pickle
+from bytewax.testing import cluster_main
+from dataflows.bench import _null_flow
+from schemas.settings import load_settings
+events = pickle.load(open(sys.argv[1], "rb"))
+addresses = sys.argv[2].split(",")
+proc = int(sys.argv[3])
+flow = _null_flow(load_settings(), events, parts=len(addresses))
+cluster_main(flow, addresses, proc)
+"""
+
+
+def flow_rate_processes(events: list[bytes], procs: int) -> float:
+    """``procs`` bytewax processes (one worker each) on localhost, timed from outside."""
+    from dataflows.embedded import _free_port
+
+    def timed(evs: list[bytes]) -> float:
+        with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as f:
+            pickle.dump(evs, f)
+        addresses = ",".join(f"127.0.0.1:{_free_port()}" for _ in range(procs))
+        t0 = time.perf_counter()
+        ps = [subprocess.Popen([sys.executable, "-c", PROC_SCRIPT, f.name, addresses, str(i)],
+                               cwd=ROOT) for i in range(procs)]  # fmt: skip
+        for p in ps:
+            p.wait()
+        os.unlink(f.name)
+        return time.perf_counter() - t0
+
+    # Start-up (imports, joining the cluster) is timed on a 1,000-event run and removed.
+    small = 1000
+    return (len(events) - small) / (timed(events) - timed(events[:small]))
+
+
+# --- leg 3: end to end -------------------------------------------------------------
+
+
+def end_to_end(s: Settings, n: int) -> float:
+    """Produce ``n`` events to the embedded broker, then time the flow consuming them
+    with alerts to Kafka and rows to chDB (sustained events/s)."""
+    import uuid
+
+    from bytewax.testing import run_main
+
+    from clickhouse.store import Store, migrate
+    from dataflows.chsink import clickhouse_sink
+    from dataflows.embedded import EmbeddedBroker
+    from dataflows.io import CallbackSink
+    from dataflows.kafka import create_topics, kafka_flow, make_producer, produce_all
+
+    events = _events(n)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    with EmbeddedBroker() as broker:
+        tag = uuid.uuid4().hex[:6]
+        s2 = s.model_copy(update={
+            "brokers": broker.bootstrap, "topic_transactions": f"b-tx-{tag}",
+            "topic_alerts": f"b-al-{tag}", "topic_dlq": f"b-dlq-{tag}",
+            "topic_feedback": f"b-fb-{tag}", "partitions": 1, "kafka_tail": False,
+            "clickhouse_url": f"chdb://{tmp}", "clickhouse_batch_rows": 5000,
+        })  # fmt: skip
+        create_topics(s2)
+        produce_all(make_producer(s2), s2.topic_transactions, [(None, e) for e in events])
+        migrate(Store.from_settings(s2), s2.clickhouse_ttl_days)
+        count = [0]
+        flow = kafka_flow(s2, [clickhouse_sink(s2), CallbackSink(lambda b: count.__setitem__(
+            0, count[0] + len(b)))])  # fmt: skip
+        t0 = time.perf_counter()
+        run_main(flow)
+        elapsed = time.perf_counter() - t0
+    if count[0] != n:
+        raise RuntimeError(f"end to end scored {count[0]} of {n} events")
+    return n / elapsed
+
+
+# --- leg 4: memory -----------------------------------------------------------------
+
+
+def memory_per_user(s: Settings, users: int) -> tuple[float, float]:
+    """(RSS bytes per tracked user, snapshot bytes per user), 5 events each.
+
+    Run it in a fresh process (:func:`memory_leg` does): RSS growth is then the state."""
+    from dataflows.scoring import new_shard
+    from dataflows.state import UserState, observe
+    from schemas.transaction import Transaction
+
+    gc.collect()
+    shards = [new_shard(s) for _ in range(s.shards)]
+    empty = _rss_bytes()
+    base = datetime(2026, 1, 5, tzinfo=UTC)
+    rnd = random.Random(1)
+    for k in range(5):
+        for u in range(users):
+            uid = f"u{u}"
+            users_of = shards[zlib.crc32(uid.encode()) % s.shards].users
+            st = users_of.get(uid)
+            if st is None:
+                st = users_of[uid] = UserState()
+            t = Transaction(f"x{k}-{u}", base + timedelta(hours=k * 3, seconds=u % 3600), uid,
+                            "c", "m", "grocery", rnd.uniform(5, 200), "USD", 40.7, -74.0, "US",
+                            "pos")  # fmt: skip
+            observe(st, t, lateness_ms=3e5, small_usd=5.0)
+    gc.collect()
+    used = _rss_bytes() - empty
+    snap = sum(len(pickle.dumps(sh, protocol=pickle.HIGHEST_PROTOCOL)) for sh in shards)
+    return used / users, snap / users
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory_leg(users: int) -> tuple[float, float]:
+    """:func:`memory_per_user` in a fresh interpreter (default settings)."""
+    code = ("import sys; from dataflows.bench import memory_per_user; "
+            "from schemas.settings import load_settings; "
+            "print(*memory_per_user(load_settings(), int(sys.argv[1])))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(users)], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.split()  # fmt: skip
+    return float(out[0]), float(out[1])
+
+
+# --- leg 5: where the time goes ----------------------------------------------------
+
+STAGES: dict[str, tuple[str, ...]] = {
+    "parse + validate (orjson, schema)": ("decode_event", "parse_message"),
+    "state + features": ("observe",),
+    "rules": ("evaluate_rules",),
+    "HST (River) + calibration": ("score_learn",),
+    "risk + decision": ("combine", "decide", "anomaly_reason"),
+    "alert build + serialisation": ("from_scored", "encode_alert", "to_json_dict"),
+}
+
+
+def stage_costs(s: Settings, n: int) -> tuple[float, dict[str, float]]:
+    """µs per event: total, and the cumulative time of each stage's functions."""
+    from bytewax.testing import run_main
+
+    events = _events(n)
+    flow = _null_flow(s, events)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    run_main(flow)
+    prof.disable()
+    total = (time.perf_counter() - t0) / n * 1e6
+    st = pstats.Stats(prof)
+    out: dict[str, float] = {}
+    for stage, names in STAGES.items():
+        cum = 0.0
+        for (_file, _line, fn), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+            if fn in names:
+                cum += ct
+        out[stage] = cum / n * 1e6
+    return total, out
+
+
+# --- the report --------------------------------------------------------------------
+
+
+def machine_facts() -> list[str]:
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    names = ("bytewax", "river", "confluent-kafka", "clickhouse-connect", "chdb", "orjson")
+    pkgs = ", ".join(f"{p} {metadata.version(p)}" for p in names)
+    return [f"- machine: {os.cpu_count()} cores, {mem_gb:.0f} GB RAM, {platform.platform()}",
+            f"- Python {platform.python_version()}; {pkgs}"]  # fmt: skip
+
+
+def run_bench(s: Settings, cfg: BenchConfig, command: str,
+              say: Callable[[str], None]) -> str:  # fmt: skip
+    """Run every leg and return the Markdown report."""
+    rows: list[tuple[str, str, str]] = []
+    say("1/5 River HST alone")
+    hst = hst_ceiling(s, cfg.flow_events)
+    rows.append(("1. River HST score+learn alone", f"{hst:,.0f} events/s",
+                 f"{s.hst_trees} trees, height {s.hst_height}, window {s.hst_window}"))  # fmt: skip
+    say("2/5 flow from memory (1 worker, 2 workers, 2 processes)")
+    events = _events(cfg.flow_events)
+    one = flow_rate(s, events, 1)
+    two = flow_rate(s, events, 2)
+    procs = flow_rate_processes(events, 2)
+    rows += [
+        ("2. flow, memory → null sinks, 1 worker", f"{one:,.0f} events/s",
+         f"{one / hst:.2f} × the HST ceiling"),
+        ("2. same, 2 worker threads", f"{two:,.0f} events/s", f"{two / one:.2f} × 1 worker"),
+        ("2. same, 2 processes (start-up excluded)", f"{procs:,.0f} events/s",
+         f"{procs / one:.2f} × 1 worker"),
+    ]  # fmt: skip
+    say(f"3/5 end to end through the embedded broker and chDB ({cfg.e2e_events:,} events)")
+    e2e = end_to_end(s, cfg.e2e_events)
+    rows.append(("3. broker → flow → alerts topic + chDB, sustained", f"{e2e:,.0f} events/s",
+                 f"{cfg.e2e_events:,} events pre-produced, 1 worker"))  # fmt: skip
+    say(f"3/5 produce→alert latency at {cfg.latency_rate:g} events/s")
+    from dataflows.latency import measure_latency
+
+    lat = measure_latency(s.model_copy(update={"brokers": ""}), cfg.latency_rate,
+                          cfg.latency_seconds)  # fmt: skip
+    rows.append((f"3. produce→alert latency at {cfg.latency_rate:g} events/s",
+                 f"p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, "
+                 f"p99 {lat['p99_ms']:.0f} ms",
+                 f"{lat['alerts']:.0f} alerts, {cfg.latency_seconds:g} s"))  # fmt: skip
+    say("4/5 memory per tracked user")
+    for users in cfg.users_memory:
+        rss, snap = memory_leg(users)
+        rows.append((f"4. memory with {users:,} users' state", f"{rss:,.0f} B/user RSS",
+                     f"snapshot {snap:,.0f} B/user (pickle, all shards)"))  # fmt: skip
+    say("5/5 per-stage cost (cProfile)")
+    total, stages = stage_costs(s, cfg.profile_events)
+    lines = ["# Benchmarks", "", f"Command: `{command}` "
+             f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "", *machine_facts(), "",
+             "| leg | figure | notes |", "|---|---:|---|"]  # fmt: skip
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", f"Per-stage cost under cProfile ({cfg.profile_events:,} events, "
+              f"{total:.1f} µs/event in total with profiling overhead):", "",
+              "| stage | µs/event | share |", "|---|---:|---:|"]  # fmt: skip
+    lines += [f"| {k} | {v:.1f} | {v / total:.0%} |" for k, v in stages.items()]
+    rest = total - sum(stages.values())
+    lines += [f"| bytewax operators, batching, sinks, other | {rest:.1f} | {rest / total:.0%} |"]
+    return "\n".join(lines) + "\n"

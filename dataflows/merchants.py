@@ -1,0 +1,150 @@
+"""Merchant (terminal) risk from delayed fraud labels: the first leg of the feedback loop.
+
+A compromised terminal turns every card that uses it into fraud; no per-user signal sees
+that, but confirmed frauds do, once they are known.  Labels are only usable after
+``label_delay_days`` (investigations take time; the handbook uses 7 days), so the risk of
+a transaction at time t counts, per merchant, the frauds and transactions whose event
+time falls in the ``n`` whole days before ``t - delay`` (n = 1, 7, 30; daily buckets).
+A label that arrives early is stored but not counted until its delay has passed, so the
+score never sees a label before it would have been available.
+
+State is per merchant, grouped in shards like users (crc32 of merchant_id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from dataflows.scoring import combine, decide
+from schemas.scored import DeadLetter, Reason, ScoredTransaction
+from schemas.settings import Settings
+from schemas.transaction import DecodeError
+
+__all__ = [
+    "MerchantLabel",
+    "MerchantShard",
+    "label_json",
+    "merchant_features",
+    "parse_label",
+    "rescore",
+]
+
+DAY_MS = 86_400_000
+WINDOWS = (1, 7, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantLabel:
+    """A confirmed fraud at a merchant: when the transaction happened (event time)."""
+
+    merchant_id: str
+    txn_ts_ms: float
+    txn_id: str = ""
+
+
+def label_json(merchant_id: str, txn_ts: datetime, txn_id: str) -> bytes:
+    """The label event format of the ``labels`` input (one confirmed fraud)."""
+    ts = txn_ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return orjson.dumps({"merchant_id": merchant_id, "txn_ts": ts, "txn_id": txn_id})
+
+
+def parse_label(raw: Any, now: Callable[[], datetime]) -> MerchantLabel | DeadLetter:
+    """Decode a label event; a malformed one becomes a dead letter with the reason."""
+    value = raw.value if hasattr(raw, "value") else raw
+    try:
+        d = orjson.loads(value)
+        ts = datetime.fromisoformat(d["txn_ts"])
+        if ts.tzinfo is None:
+            raise ValueError("txn_ts has no UTC offset")
+        mid = d["merchant_id"]
+        if not isinstance(mid, str) or not 0 < len(mid) <= 64:
+            raise ValueError(f"merchant_id={mid!r} must be 1-64 characters")
+        return MerchantLabel(mid, ts.timestamp() * 1000.0, str(d.get("txn_id", "")))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        err = DecodeError("invalid_label", f"label event refused: {e}")
+        raw_b = value.encode() if isinstance(value, str) else value
+        return DeadLetter.of(err, None, raw_b, "labels", -1, -1, now())
+
+
+@dataclass(slots=True)
+class _Merchant:
+    txns: dict[int, int] = field(default_factory=dict)  # event day -> transactions seen
+    frauds: dict[int, int] = field(default_factory=dict)  # event day -> confirmed frauds
+
+
+@dataclass(slots=True)
+class MerchantShard:
+    merchants: dict[str, _Merchant] = field(default_factory=dict)
+
+
+def merchant_features(m: _Merchant, ts_ms: float, delay_days: float) -> dict[str, float]:
+    """Delayed-window fraud counts and rates of one merchant for a transaction at ts."""
+    # The last whole day before t - delay: a label is never used earlier than its delay
+    # (day buckets make it up to a day later than an exact window would).
+    end_day = math.floor((ts_ms - delay_days * DAY_MS) / DAY_MS) - 1
+    out: dict[str, float] = {}
+    for n in WINDOWS:
+        days = range(end_day - n + 1, end_day + 1)
+        txns = sum(m.txns.get(d, 0) for d in days)
+        frauds = sum(m.frauds.get(d, 0) for d in days)
+        out[f"merchant_frauds_{n}d"] = float(frauds)
+        out[f"merchant_risk_{n}d"] = round(frauds / txns, 6) if txns else 0.0
+    return out
+
+
+def merchant_reason(f: dict[str, float], merchant_id: str, s: Settings) -> Reason | None:
+    """Compromised-merchant rule: enough confirmed frauds and a high fraud rate."""
+    for n in (1, 7, 30):
+        frauds, rate = f[f"merchant_frauds_{n}d"], f[f"merchant_risk_{n}d"]
+        if frauds >= s.merchant_min_frauds and rate >= s.merchant_min_rate:
+            c = round(s.merchant_weight * min(1.0, rate / 0.5), 4)
+            return Reason("compromised_merchant",
+                          f"{merchant_id}: {frauds:.0f} confirmed frauds, {rate:.0%} of its "
+                          f"transactions {n} d before the {s.label_delay_days:g}-day label delay",
+                          c)  # fmt: skip
+    return None
+
+
+def rescore(st: ScoredTransaction, extra: Reason | None, feats: dict[str, float],
+            s: Settings) -> ScoredTransaction:  # fmt: skip
+    """The transaction with merchant features, the extra reason, new risk and decision."""
+    reasons = list(st.reasons)
+    if extra is not None:
+        reasons.append(extra)
+        reasons.sort(key=lambda r: -r.contribution)
+    risk = combine(reasons)
+    return dataclasses.replace(
+        st, features={**st.features, **feats}, reasons=tuple(reasons), risk_score=risk,
+        decision=decide(risk, s), model_version=st.model_version + "+merchant-v1",
+    )  # fmt: skip
+
+
+def on_events(shard: MerchantShard, items: list[Any], s: Settings) -> list[ScoredTransaction]:
+    """Apply labels, enrich and rescore transactions, in arrival order."""
+    out = []
+    horizon = max(WINDOWS) + math.ceil(s.label_delay_days) + 2
+    for x in items:
+        if isinstance(x, MerchantLabel):
+            m = shard.merchants.setdefault(x.merchant_id, _Merchant())
+            day = math.floor(x.txn_ts_ms / DAY_MS)
+            m.frauds[day] = m.frauds.get(day, 0) + 1
+            continue
+        t = x.txn
+        ts_ms = t.ts.timestamp() * 1000.0
+        m = shard.merchants.setdefault(t.merchant_id, _Merchant())
+        feats = merchant_features(m, ts_ms, s.label_delay_days)
+        out.append(rescore(x, merchant_reason(feats, t.merchant_id, s), feats, s))
+        day = math.floor(ts_ms / DAY_MS)
+        m.txns[day] = m.txns.get(day, 0) + 1
+        if len(m.txns) > horizon:  # drop days no window can reach any more
+            for old in sorted(m.txns)[: len(m.txns) - horizon]:
+                m.txns.pop(old, None)
+                m.frauds.pop(old, None)
+    return out
