@@ -18,6 +18,7 @@ Fraud Detection Handbook (Le Borgne et al., ULB 2022), documented mapping:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +29,22 @@ import pandas as pd
 
 __all__ = ["DATA_DIR", "handbook_events", "handbook_frame", "handbook_labels", "sparkov_events"]
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-"""Default location of the external datasets (``../shared/data`` next to the repo)."""
+
+def _data_dir() -> Path:
+    """``FRAUD_DATA_DIR``, else ``../shared/data`` next to the repo, else the team machine's
+    ``/work/shared/data`` (a CI clone may live elsewhere)."""
+    env = os.environ.get("FRAUD_DATA_DIR")
+    if env:
+        return Path(env)
+    for p in (Path(__file__).resolve().parents[1].parent / "shared" / "data",
+              Path("/work/shared/data")):  # fmt: skip
+        if p.exists():
+            return p
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+DATA_DIR = _data_dir()
+"""Default location of the external datasets."""
 
 KM_PER_DEG_LAT = 111.0
 KM_PER_DEG_LON = 70.1
