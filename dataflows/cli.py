@@ -213,7 +213,7 @@ def _run_local(
                       row_sinks, CallbackSink(on_dlq))  # fmt: skip
     cli_main(flow, epoch_interval=None)
     rate = prog.done()
-    if shown[0] > show:
+    if 0 < show < shown[0]:
         print(f"... and {shown[0] - show:,} more alerts")
     return rows, decisions, int(rate), len(dlq)
 

@@ -197,17 +197,18 @@ def run_handbook(s: Settings, root: Path, stream_start: date, stream_end: date,
         need = max(p.train_starts) + timedelta(days=21)
         if min(p.train_starts) < stream_start or need > stream_end:
             continue
+        tests = [handbook_test_set(df, t) for t in p.train_starts]
         for key in SCORES:
-            per_fold = [handbook_metrics(handbook_test_set(df, t), key) for t in p.train_starts]
+            per_fold = [handbook_metrics(t, key) for t in tests]
             m = np.mean(np.array(per_fold), axis=0)
             sd = np.std(np.array(per_fold), axis=0) if len(per_fold) > 1 else None
-            n_test = sum(len(handbook_test_set(df, t)) for t in p.train_starts)
+            n_test = sum(len(t) for t in tests)
             rows.append({"protocol": p.key, "title": p.title, "score": key,
                          "auc": round(float(m[0]), 3), "ap": round(float(m[1]), 3),
                          "cp100": round(float(m[2]), 3),
                          "sd": None if sd is None else tuple(round(float(v), 3) for v in sd),
                          "test_rows": n_test})  # fmt: skip
-        curves[p.key] = handbook_test_set(df, p.train_starts[-1])[["TX_FRAUD", *SCORES]]
+        curves[p.key] = tests[-1][["TX_FRAUD", *SCORES]]
     return EvalResult(rows, curves, time.perf_counter() - t0, len(df), (stream_start, stream_end))
 
 

@@ -72,6 +72,13 @@ def layout(**_: Any) -> html.Div:
     )
 
 
+def _blank(message: str, banner: Any) -> dict[str, Any]:
+    """Every output empty, saying why (no data yet, ClickHouse down)."""
+    blank = fig.empty(message)
+    return {"kpis": ["–"] * len(KPI_IDS), "series": blank, "risk": blank, "rules": blank,
+            "map": blank, "top": [], "banner": banner}  # fmt: skip
+
+
 def overview_data(range_label: str) -> dict[str, Any]:
     """Everything the page shows for a range: KPI strings, figures, top users, banner."""
     store = ctx().store
@@ -79,16 +86,7 @@ def overview_data(range_label: str) -> dict[str, Any]:
         rng = resolve_range(store, range_label)
         if rng is None:
             msg = "No transactions stored yet: start the generator and the dataflow."
-            blank = fig.empty(msg)
-            return {
-                "kpis": ["–"] * len(KPI_IDS),
-                "series": blank,
-                "risk": blank,
-                "rules": blank,
-                "map": blank,
-                "top": [],
-                "banner": info_banner(msg),
-            }
+            return _blank(msg, info_banner(msg))
         start, end = rng
         k = q.kpis(store, start, end)
         bucket = q.bucket_seconds(start, end)
@@ -121,16 +119,7 @@ def overview_data(range_label: str) -> dict[str, Any]:
             "banner": None,
         }
     except Exception as e:  # any store failure becomes an explicit banner, not a crash
-        blank = fig.empty("ClickHouse unavailable")
-        return {
-            "kpis": ["–"] * len(KPI_IDS),
-            "series": blank,
-            "risk": blank,
-            "rules": blank,
-            "map": blank,
-            "top": [],
-            "banner": error_banner(ctx().store.url, e),
-        }
+        return _blank("ClickHouse unavailable", error_banner(ctx().store.url, e))
 
 
 def _ms(v: float) -> str:
