@@ -18,9 +18,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
+from collections.abc import Sequence
+from typing import Literal
 
 from river.anomaly import HalfSpaceTrees
 
+from dataflows.fasthst import NumpyHST
 from dataflows.state import Features
 
 __all__ = ["ShardModel", "scale_features"]
@@ -54,30 +57,68 @@ def scale_features(f: Features) -> dict[str, float]:
     }
 
 
+Engine = Literal["river", "numpy"]
+
+
 class ShardModel:
     """One HST plus its score calibrator, for the users of one shard.
 
-    Picklable; pickling it is the snapshot (far cheaper than bytewax's deepcopy).
+    ``engine="river"`` (the reference) is ``river.anomaly.HalfSpaceTrees``;
+    ``"numpy"`` is :class:`~dataflows.fasthst.NumpyHST`, bitwise-equal scores from a
+    batched walk.  Picklable; pickling it is the snapshot.
     """
 
     def __init__(
-        self, n_trees: int, height: int, window: int, seed: int, warmup: int, calib: int
+        self,
+        n_trees: int,
+        height: int,
+        window: int,
+        seed: int,
+        warmup: int,
+        calib: int,
+        engine: Engine = "river",
     ) -> None:
-        self.hst = HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window, seed=seed)
+        self.engine = engine
+        self.params = (n_trees, height, window, seed)
+        self.hst: HalfSpaceTrees | NumpyHST | None = (
+            HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window, seed=seed)
+            if engine == "river"
+            else None  # NumpyHST needs the feature names: built on the first event
+        )
+        self.window = window
         self.warmup = warmup
         self.seen = 0
         self._recent: deque[float] = deque(maxlen=calib)
         self._sorted: list[float] = []
 
     def score_learn(self, x: dict[str, float]) -> tuple[float, float]:
-        """(raw HST score, calibrated percentile in [0, 1]); then learn ``x``.
+        """(raw HST score, calibrated percentile in [0, 1]); then learn ``x``."""
+        return self.score_learn_many([x])[0]
+
+    def score_learn_many(self, xs: Sequence[dict[str, float]]) -> list[tuple[float, float]]:
+        """Score then learn each of ``xs`` in order: (raw score, calibrated percentile).
 
         The percentile is 0 until the model has seen ``warmup`` events.
         """
-        raw = float(self.hst.score_one(x))
-        self.hst.learn_one(x)
+        if not xs:
+            return []
+        hst = self.hst
+        if isinstance(hst, HalfSpaceTrees):
+            raws = []
+            for x in xs:
+                raws.append(float(hst.score_one(x)))
+                hst.learn_one(x)
+        else:
+            if hst is None:
+                n_trees, height, window, seed = self.params
+                hst = self.hst = NumpyHST(list(xs[0]), n_trees, height, window, seed)
+            names = hst.features
+            raws = hst.score_learn_many([[x[k] for k in names] for x in xs])
+        return [self._percentile(raw) for raw in raws]
+
+    def _percentile(self, raw: float) -> tuple[float, float]:
         self.seen += 1
-        if self.seen <= self.hst.window_size:
+        if self.seen <= self.window:
             return raw, 0.0  # HST scores 0 through its first window: keep them out
         pct = self._calibrate(raw)
         return raw, (pct if self.seen > self.warmup else 0.0)

@@ -32,7 +32,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from dataflows.scoring import Shard, new_shard, score_transaction
+from dataflows.scoring import Shard, new_shard, score_batch
 from schemas.scored import Alert, DeadLetter, ScoredTransaction
 from schemas.settings import Settings
 from schemas.transaction import DecodeError, Label, Transaction, decode_event
@@ -103,9 +103,7 @@ class ShardLogic(StatefulBatchLogic[Parsed, ScoredTransaction, bytes | None]):
         self.snapshots = snapshots
 
     def on_batch(self, values: list[Parsed]) -> tuple[list[ScoredTransaction], bool]:
-        shard, s, now = self.shard, self.s, self.now()
-        out = [score_transaction(shard, txn, label, s, now, ing) for txn, label, ing in values]
-        return out, StatefulBatchLogic.RETAIN
+        return score_batch(self.shard, values, self.s, self.now()), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
         # Without recovery nothing reads snapshots, yet bytewax still takes them every

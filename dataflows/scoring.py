@@ -7,17 +7,26 @@ stays in [0, 1] whatever the number of hits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from dataflows.anomaly import ShardModel, scale_features
 from dataflows.rules import evaluate_rules
-from dataflows.state import UserState, observe
+from dataflows.state import Features, UserState, observe
 from schemas.scored import Reason, ScoredTransaction
 from schemas.settings import Settings
 from schemas.transaction import Label, Transaction
 
-__all__ = ["Shard", "anomaly_reason", "combine", "decide", "new_shard", "score_transaction"]
+__all__ = [
+    "Shard",
+    "anomaly_reason",
+    "combine",
+    "decide",
+    "new_shard",
+    "score_batch",
+    "score_transaction",
+]
 
 
 def anomaly_reason(pct: float, s: Settings) -> Reason | None:
@@ -57,8 +66,9 @@ class Shard:
 def new_shard(s: Settings) -> Shard:
     """A fresh shard with a seeded model (every shard the same seed: reproducible)."""
     model = ShardModel(
-        s.hst_trees, s.hst_height, s.hst_window, s.hst_seed, s.hst_warmup, s.calibration_window
-    )
+        s.hst_trees, s.hst_height, s.hst_window, s.hst_seed, s.hst_warmup,
+        s.calibration_window, s.hst_engine,
+    )  # fmt: skip
     return Shard({}, model)
 
 
@@ -77,11 +87,47 @@ def score_transaction(
 
     ``label`` is passed through to the output untouched; nothing here reads it.
     """
-    user = shard.users.get(txn.user_id)
-    if user is None:
-        user = shard.users[txn.user_id] = UserState()
-    f = observe(user, txn, lateness_ms=s.lateness_s * 1000.0, small_usd=s.card_testing_usd)
-    raw, pct = shard.model.score_learn(scale_features(f))
+    return score_batch(shard, [(txn, label, ingested_at)], s, now)[0]
+
+
+def score_batch(
+    shard: Shard,
+    items: Sequence[tuple[Transaction, Label | None, datetime | None]],
+    s: Settings,
+    now: datetime,
+) -> list[ScoredTransaction]:
+    """Score one shard's events in order; same result as one :func:`score_transaction` each.
+
+    User state is updated event by event (it never reads the model), then the model
+    scores and learns the whole batch at once, which is what lets the numpy engine walk
+    its trees for many events in one go.
+    """
+    lateness_ms, small = s.lateness_s * 1000.0, s.card_testing_usd
+    users = shard.users
+    feats = []
+    for txn, _, _ in items:
+        user = users.get(txn.user_id)
+        if user is None:
+            user = users[txn.user_id] = UserState()
+        feats.append(observe(user, txn, lateness_ms=lateness_ms, small_usd=small))
+        _maybe_evict(shard, user.last_ts, s)
+    scores = shard.model.score_learn_many([scale_features(f) for f in feats])
+    return [
+        _assemble(txn, label, ing, f, raw, pct, s, now)
+        for (txn, label, ing), f, (raw, pct) in zip(items, feats, scores, strict=True)
+    ]
+
+
+def _assemble(
+    txn: Transaction,
+    label: Label | None,
+    ingested_at: datetime | None,
+    f: Features,
+    raw: float,
+    pct: float,
+    s: Settings,
+    now: datetime,
+) -> ScoredTransaction:
     reasons = evaluate_rules(f, s)
     a = anomaly_reason(pct, s)
     if a is not None:
@@ -91,12 +137,10 @@ def score_transaction(
     features = f.as_dict()
     features["hst_raw"] = round(raw, 6)
     features["hst_pct"] = round(pct, 6)
-    scored = ScoredTransaction(
+    return ScoredTransaction(
         txn, label, features, raw, pct, tuple(reasons), risk, decide(risk, s),
         s.model_version, now, f.late, ingested_at,
     )  # fmt: skip
-    _maybe_evict(shard, user.last_ts, s)
-    return scored
 
 
 def _maybe_evict(shard: Shard, ts_ms: float, s: Settings) -> None:

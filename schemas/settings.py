@@ -8,7 +8,7 @@ message names the field, its environment variable and the allowed range.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     hst_height: int = Field(6, ge=1, le=20)
     hst_window: int = Field(250, ge=10, le=100_000)
     hst_seed: int = Field(42, ge=0)
+    hst_engine: Literal["river", "numpy"] = Field(
+        "river",
+        description="HST implementation: river (reference) or numpy (bitwise-equal, batched).",
+    )
     hst_warmup: int = Field(
         500, ge=0, le=10_000_000, description="Events a shard model sees before its score counts."
     )
