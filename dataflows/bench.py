@@ -65,8 +65,15 @@ def _events(n: int, users: int = 20_000, seed: int = 11) -> list[bytes]:
 # --- leg 1: the model alone --------------------------------------------------------
 
 
+MODEL_BATCH = 64
+"""Events per model call for the numpy engine alone: about one shard's share of a
+1,000-event source batch over 16 shards."""
+
+
 def hst_ceiling(s: Settings, n: int) -> float:
-    """River HalfSpaceTrees score_one + learn_one alone on realistic scaled features."""
+    """The shard model (HST + calibration) alone on realistic scaled features.
+
+    River is fed one event at a time (its API); numpy gets :data:`MODEL_BATCH` at once."""
     from dataflows.anomaly import scale_features
     from dataflows.scoring import new_shard
     from dataflows.state import UserState, observe
@@ -79,10 +86,13 @@ def hst_ceiling(s: Settings, n: int) -> float:
         st = users.setdefault(txn.user_id, UserState())
         xs.append(scale_features(observe(st, txn, lateness_ms=3e5, small_usd=5.0)))
     model = new_shard(s).model
-    t0 = time.perf_counter()
-    for i in range(n):
-        model.score_learn(xs[i % len(xs)])
-    return n / (time.perf_counter() - t0)
+    step = 1 if s.hst_engine == "river" else MODEL_BATCH
+    batches = [xs[i : i + step] for i in range(0, len(xs), step)]
+    t0, done, i = time.perf_counter(), 0, 0
+    while done < n:
+        done += len(model.score_learn_many(batches[i % len(batches)]))
+        i += 1
+    return done / (time.perf_counter() - t0)
 
 
 # --- leg 2: the flow from memory ---------------------------------------------------
@@ -100,14 +110,22 @@ def _null_flow(s: Settings, events: list[bytes], parts: int = 1) -> Any:
 
 
 def flow_rate(s: Settings, events: list[bytes], workers: int) -> float:
+    """Events/s of the flow from memory; with ``s.recovery_dir`` set, recovery is on
+    (a fresh recovery DB, snapshots every ``epoch_interval_s``)."""
+    from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.testing import cluster_main, run_main
 
+    kw: dict[str, Any] = {}
+    if s.recovery_dir is not None:
+        init_db_dir(s.recovery_dir, 1)
+        kw = {"epoch_interval": timedelta(seconds=s.epoch_interval_s),
+              "recovery_config": RecoveryConfig(str(s.recovery_dir))}  # fmt: skip
     flow = _null_flow(s, events, parts=workers)
     t0 = time.perf_counter()
     if workers == 1:
-        run_main(flow)
+        run_main(flow, **kw)
     else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+        cluster_main(flow, [], 0, worker_count_per_proc=workers, **kw)
     return len(events) / (time.perf_counter() - t0)
 
 
@@ -119,12 +137,12 @@ from schemas.settings import load_settings
 events = pickle.load(open(sys.argv[1], "rb"))
 addresses = sys.argv[2].split(",")
 proc = int(sys.argv[3])
-flow = _null_flow(load_settings(), events, parts=len(addresses))
+flow = _null_flow(load_settings(hst_engine=sys.argv[4]), events, parts=len(addresses))
 cluster_main(flow, addresses, proc)
 """
 
 
-def flow_rate_processes(events: list[bytes], procs: int) -> float:
+def flow_rate_processes(events: list[bytes], procs: int, engine: str = "river") -> float:
     """``procs`` bytewax processes (one worker each) on localhost, timed from outside."""
     from dataflows.embedded import _free_port
 
@@ -133,8 +151,8 @@ def flow_rate_processes(events: list[bytes], procs: int) -> float:
             pickle.dump(evs, f)
         addresses = ",".join(f"127.0.0.1:{_free_port()}" for _ in range(procs))
         t0 = time.perf_counter()
-        ps = [subprocess.Popen([sys.executable, "-c", PROC_SCRIPT, f.name, addresses, str(i)],
-                               cwd=ROOT) for i in range(procs)]  # fmt: skip
+        cmd = [sys.executable, "-c", PROC_SCRIPT, f.name, addresses]
+        ps = [subprocess.Popen([*cmd, str(i), engine], cwd=ROOT) for i in range(procs)]
         for p in ps:
             p.wait()
         os.unlink(f.name)
@@ -242,7 +260,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "parse + validate (orjson, schema)": ("decode_event", "parse_message"),
     "state + features": ("observe",),
     "rules": ("evaluate_rules",),
-    "HST (River) + calibration": ("score_learn",),
+    "HST + feature scaling + calibration": ("score_learn_many", "scale_features"),
     "risk + decision": ("combine", "decide", "anomaly_reason"),
     "alert build + serialisation": ("from_scored", "encode_alert", "to_json_dict"),
 }
@@ -286,35 +304,60 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str,
               say: Callable[[str], None]) -> str:  # fmt: skip
     """Run every leg and return the Markdown report."""
     rows: list[tuple[str, str, str]] = []
-    say("1/5 River HST alone")
-    hst = hst_ceiling(s, cfg.flow_events)
-    rows.append(("1. River HST score+learn alone", f"{hst:,.0f} events/s",
-                 f"{s.hst_trees} trees, height {s.hst_height}, window {s.hst_window}"))  # fmt: skip
-    say("2/5 flow from memory (1 worker, 2 workers, 2 processes)")
-    events = _events(cfg.flow_events)
-    one = flow_rate(s, events, 1)
-    two = flow_rate(s, events, 2)
-    procs = flow_rate_processes(events, 2)
+    river, fast = (s.model_copy(update={"hst_engine": e}) for e in ("river", "numpy"))
+    size = f"{s.hst_trees} trees, height {s.hst_height}, window {s.hst_window}"
+    say("1/5 the model alone (River, numpy)")
+    hst = hst_ceiling(river, cfg.flow_events)
+    hst_np = hst_ceiling(fast, cfg.flow_events)
     rows += [
-        ("2. flow, memory → null sinks, 1 worker", f"{one:,.0f} events/s",
-         f"{one / hst:.2f} × the HST ceiling"),
-        ("2. same, 2 worker threads", f"{two:,.0f} events/s", f"{two / one:.2f} × 1 worker"),
-        ("2. same, 2 processes (start-up excluded)", f"{procs:,.0f} events/s",
+        ("1. River HST score+learn alone", f"{hst:,.0f} events/s", f"{size}, + calibration"),
+        ("1. numpy HST (bitwise-equal) alone", f"{hst_np:,.0f} events/s",
+         f"batches of {MODEL_BATCH}; {hst_np / hst:.1f} × River"),
+    ]  # fmt: skip
+    say("2/5 flow from memory (engines, workers, processes, recovery)")
+    events = _events(cfg.flow_events)
+    one = flow_rate(river, events, 1)
+    one_np = flow_rate(fast, events, 1)
+    two = flow_rate(river, events, 2)
+    procs = flow_rate_processes(events, 2, "river")
+    procs_np = flow_rate_processes(events, 2, "numpy")
+    with tempfile.TemporaryDirectory(prefix="bench-rec-") as rec:
+        on = {"recovery_dir": Path(rec)}
+        rec_one = flow_rate(river.model_copy(update=on), events, 1)
+    with tempfile.TemporaryDirectory(prefix="bench-rec-") as rec:
+        rec_np = flow_rate(fast.model_copy(update={"recovery_dir": Path(rec)}), events, 1)
+    epoch = f"snapshots every {s.epoch_interval_s:g} s"
+    rows += [
+        ("2. flow, memory → null sinks, 1 worker, River", f"{one:,.0f} events/s",
+         f"{one / hst:.2f} × the River HST ceiling"),
+        ("2. same, numpy HST", f"{one_np:,.0f} events/s", f"{one_np / one:.2f} × River"),
+        ("2. same, River, 2 worker threads", f"{two:,.0f} events/s",
+         f"{two / one:.2f} × 1 worker"),
+        ("2. same, River, 2 processes (start-up excluded)", f"{procs:,.0f} events/s",
          f"{procs / one:.2f} × 1 worker"),
+        ("2. same, numpy, 2 processes (start-up excluded)", f"{procs_np:,.0f} events/s",
+         f"{procs_np / one_np:.2f} × 1 worker"),
+        ("2. River, 1 worker, recovery on", f"{rec_one:,.0f} events/s",
+         f"{1 - rec_one / one:.0%} cost; {epoch}"),
+        ("2. numpy, 1 worker, recovery on", f"{rec_np:,.0f} events/s",
+         f"{1 - rec_np / one_np:.0%} cost; {epoch}"),
     ]  # fmt: skip
     say(f"3/5 end to end through the embedded broker and chDB ({cfg.e2e_events:,} events)")
-    e2e = end_to_end(s, cfg.e2e_events)
-    rows.append(("3. broker → flow → alerts topic + chDB, sustained", f"{e2e:,.0f} events/s",
-                 f"{cfg.e2e_events:,} events pre-produced, 1 worker"))  # fmt: skip
+    for label, st in (("River", river), ("numpy", fast)):
+        e2e = end_to_end(st, cfg.e2e_events)
+        rows.append((f"3. broker → flow → alerts topic + chDB, sustained, {label}",
+                     f"{e2e:,.0f} events/s",
+                     f"{cfg.e2e_events:,} events pre-produced, 1 worker"))  # fmt: skip
     say(f"3/5 produce→alert latency at {cfg.latency_rate:g} events/s")
     from dataflows.latency import measure_latency
 
-    lat = measure_latency(s.model_copy(update={"brokers": ""}), cfg.latency_rate,
-                          cfg.latency_seconds)  # fmt: skip
-    rows.append((f"3. produce→alert latency at {cfg.latency_rate:g} events/s",
-                 f"p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, "
-                 f"p99 {lat['p99_ms']:.0f} ms",
-                 f"{lat['alerts']:.0f} alerts, {cfg.latency_seconds:g} s"))  # fmt: skip
+    for label, st in (("River", river), ("numpy", fast)):
+        lat = measure_latency(st.model_copy(update={"brokers": ""}), cfg.latency_rate,
+                              cfg.latency_seconds)  # fmt: skip
+        rows.append((f"3. produce→alert latency at {cfg.latency_rate:g} events/s, {label}",
+                     f"p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, "
+                     f"p99 {lat['p99_ms']:.0f} ms",
+                     f"{lat['alerts']:.0f} alerts, {cfg.latency_seconds:g} s"))  # fmt: skip
     say("4/5 memory per tracked user")
     for users in cfg.users_memory:
         rss, snap = memory_leg(users)
@@ -326,7 +369,8 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str,
              f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "", *machine_facts(), "",
              "| leg | figure | notes |", "|---|---:|---|"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines += ["", f"Per-stage cost under cProfile ({cfg.profile_events:,} events, "
+    lines += ["", f"Per-stage cost under cProfile ({s.hst_engine} HST, "
+              f"{cfg.profile_events:,} events, "
               f"{total:.1f} µs/event in total with profiling overhead):", "",
               "| stage | µs/event | share |", "|---|---:|---:|"]  # fmt: skip
     lines += [f"| {k} | {v:.1f} | {v / total:.0%} |" for k, v in stages.items()]
