@@ -26,7 +26,7 @@ from river.anomaly import HalfSpaceTrees
 from dataflows.fasthst import NumpyHST
 from dataflows.state import Features
 
-__all__ = ["ShardModel", "scale_features"]
+__all__ = ["FEATURE_NAMES", "ShardModel", "scale_features"]
 
 
 def _log_scale(x: float, top: float) -> float:
@@ -60,6 +60,13 @@ def scale_features(f: Features) -> dict[str, float]:
 Engine = Literal["river", "numpy"]
 
 
+FEATURE_NAMES = ("amount", "amount_z", "cnt_1m", "cnt_10m", "cnt_1h", "cnt_24h", "sum_24h",
+                 "small_10m", "speed", "km_prev", "hour_rarity", "new_country", "new_device",
+                 "ecom", "history")  # fmt: skip
+"""The model inputs :func:`scale_features` returns (lets the numpy engine build its
+trees before the first event instead of stalling on it)."""
+
+
 class ShardModel:
     """One HST plus its score calibrator, for the users of one shard.
 
@@ -77,12 +84,15 @@ class ShardModel:
         warmup: int,
         calib: int,
         engine: Engine = "river",
+        features: Sequence[str] | None = None,
     ) -> None:
         self.engine = engine
         self.params = (n_trees, height, window, seed)
         self.hst: HalfSpaceTrees | NumpyHST | None = (
             HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window, seed=seed)
             if engine == "river"
+            else NumpyHST(features, n_trees, height, window, seed)
+            if features is not None
             else None  # NumpyHST needs the feature names: built on the first event
         )
         self.window = window

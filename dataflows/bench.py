@@ -257,12 +257,12 @@ def memory_leg(users: int) -> tuple[float, float]:
 # --- leg 5: where the time goes ----------------------------------------------------
 
 STAGES: dict[str, tuple[str, ...]] = {
-    "parse + validate (orjson, schema)": ("decode_event", "parse_message"),
+    "parse + validate (orjson, schema)": ("parse_message",),
     "state + features": ("observe",),
     "rules": ("evaluate_rules",),
     "HST + feature scaling + calibration": ("score_learn_many", "scale_features"),
     "risk + decision": ("combine", "decide", "anomaly_reason"),
-    "alert build + serialisation": ("from_scored", "encode_alert", "to_json_dict"),
+    "alert build + serialisation": ("from_scored", "encode_alert"),
 }
 
 

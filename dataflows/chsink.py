@@ -7,9 +7,15 @@ milliseconds and makes a part, so row-at-a-time inserts would drown it), and alw
 the end of every epoch: bytewax snapshots after ``snapshot()`` returns, so nothing a
 snapshot covers is still only in memory and a restart loses no rows.
 
+Inserts run on one background thread per partition (``background=True``, the default),
+so the worker keeps scoring and publishing alerts while a batch is written; at most
+:data:`QUEUE_DEPTH` batches wait, and ``snapshot()`` waits for all of them.  This took
+the worker's insert stalls (tens of ms per batch) out of the produce->alert path.
+
 Transient failures (server down, timeouts, too many parts) are retried with capped
-exponential backoff *inside* ``write_batch``: the worker stops pulling input while
-ClickHouse is away (backpressure) and no row is dropped.  Other errors (a schema
+exponential backoff on that thread; the queue fills and ``write_batch`` blocks, so the
+worker stops pulling input while ClickHouse is away (backpressure) and no row is
+dropped.  Other errors (a schema
 mismatch) raise, so the flow stops loudly and recovery resumes after the fix.  Replays
 insert the same keys again; the tables and queries de-duplicate them.
 """
@@ -17,6 +23,8 @@ insert the same keys again; the tables and queries de-duplicate them.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,6 +118,70 @@ class Batch:
         return self.since is not None and (len(self.txns) >= rows or now - self.since >= seconds)
 
 
+QUEUE_DEPTH = 2
+"""Batches waiting for the background writer before ``write_batch`` blocks."""
+
+
+class _Writer:
+    """One thread inserting batches in order; a failure is re-raised to the worker."""
+
+    def __init__(self, store: Store, policy: RetryPolicy, name: str) -> None:
+        self.store, self.policy = store, policy
+        self.q: queue.Queue[Batch | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, b: Batch) -> None:
+        self.check()
+        self.q.put(b)
+
+    def wait(self) -> None:
+        """Block until every submitted batch is inserted; raise the writer's failure."""
+        self.q.join()
+        self.check()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        _warm(self.store)
+        while True:
+            b = self.q.get()
+            try:
+                if b is None:
+                    self.store.close()  # this thread's client
+                    return
+                if self.error is None:  # after a failure, keep draining; raise once
+                    _insert(self.store, b, self.policy)
+            except BaseException as e:
+                self.error = e
+            finally:
+                self.q.task_done()
+
+
+def _warm(store: Store) -> None:
+    """Connect now rather than on the first batch (a chDB session takes ~1 s to open,
+    which stalled the first alerts); if ClickHouse is down, the first insert retries."""
+    try:
+        store.client  # noqa: B018
+    except Exception as e:
+        log.warning("ClickHouse not reachable yet (%s); inserts will retry", e)
+        store.reset()
+
+
+def _insert(store: Store, b: Batch, policy: RetryPolicy) -> None:
+    # Transactions first, then alerts: a crash in between replays both, and the
+    # replayed transaction rows fold into the ones already written.
+    insert_with_retry(store, TRANSACTIONS, b.txns, policy)
+    insert_with_retry(store, ALERTS, b.alerts, policy)
+
+
 class _Partition(StatefulSinkPartition[ScoredTransaction, None]):
     def __init__(
         self,
@@ -118,6 +190,7 @@ class _Partition(StatefulSinkPartition[ScoredTransaction, None]):
         seconds: float,
         policy: RetryPolicy,
         clock: Callable[[], float],
+        background: bool = True,
     ) -> None:
         self.store = store
         self.rows = rows
@@ -125,6 +198,9 @@ class _Partition(StatefulSinkPartition[ScoredTransaction, None]):
         self.policy = policy
         self.clock = clock
         self.batch = Batch()
+        self.writer = _Writer(store, policy, "clickhouse-writer") if background else None
+        if self.writer is None:
+            _warm(store)
 
     def write_batch(self, values: list[ScoredTransaction]) -> None:
         now = self.clock()
@@ -134,22 +210,33 @@ class _Partition(StatefulSinkPartition[ScoredTransaction, None]):
             self.flush()
 
     def flush(self) -> None:
+        """Hand the buffered rows to the writer (or insert them, without one)."""
         b = self.batch
         if b.since is None:
             return
-        # Transactions first, then alerts: a crash in between replays both, and the
-        # replayed transaction rows fold into the ones already written.
-        insert_with_retry(self.store, TRANSACTIONS, b.txns, self.policy)
-        b.txns = []
-        insert_with_retry(self.store, ALERTS, b.alerts, self.policy)
         self.batch = Batch()
+        if self.writer is None:
+            _insert(self.store, b, self.policy)
+        else:
+            self.writer.submit(b)
+
+    def wait(self) -> None:
+        """Every row handed over so far is in ClickHouse (raises a writer failure)."""
+        if self.writer is not None:
+            self.writer.wait()
 
     def snapshot(self) -> None:
         self.flush()
+        self.wait()
 
     def close(self) -> None:
-        self.flush()
-        self.store.close()
+        try:
+            self.flush()
+            self.wait()
+        finally:
+            if self.writer is not None:
+                self.writer.stop()
+            self.store.close()
 
 
 class ClickHouseSink(FixedPartitionedSink[ScoredTransaction, None]):
@@ -169,7 +256,9 @@ class ClickHouseSink(FixedPartitionedSink[ScoredTransaction, None]):
         parts: int = 1,
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
+        self.background = background
         self.url = url
         self.database = database
         self.rows = rows
@@ -183,8 +272,9 @@ class ClickHouseSink(FixedPartitionedSink[ScoredTransaction, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
         return _Partition(
-            Store(self.url, self.database), self.rows, self.seconds, self.policy, self.clock
-        )
+            Store(self.url, self.database), self.rows, self.seconds, self.policy, self.clock,
+            self.background,
+        )  # fmt: skip
 
 
 def _keyed(s: ScoredTransaction) -> tuple[str, ScoredTransaction]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from dataflows.anomaly import ShardModel, scale_features
+from dataflows.anomaly import FEATURE_NAMES, ShardModel, scale_features
 from dataflows.rules import evaluate_rules
 from dataflows.state import Features, UserState, observe
 from schemas.scored import Reason, ScoredTransaction
@@ -67,7 +67,7 @@ def new_shard(s: Settings) -> Shard:
     """A fresh shard with a seeded model (every shard the same seed: reproducible)."""
     model = ShardModel(
         s.hst_trees, s.hst_height, s.hst_window, s.hst_seed, s.hst_warmup,
-        s.calibration_window, s.hst_engine,
+        s.calibration_window, s.hst_engine, FEATURE_NAMES,
     )  # fmt: skip
     return Shard({}, model)
 

@@ -25,7 +25,9 @@ def test_bench_quick_writes_the_table(tmp_path: Path) -> None:
         "3. broker → flow",
         "produce→alert latency",
         "4. memory",
-        "HST (River) + calibration",
+        "1. numpy HST (bitwise-equal)",
+        "recovery on",
+        "HST + feature scaling + calibration",
     ):
         assert leg in text, leg
     assert "cores" in text and "bytewax 0.21.1" in text

@@ -111,53 +111,77 @@ def _count(store: Store, table: str = "transactions") -> int:
     return store.client.query(f"SELECT count() FROM {store.database}.{table}").result_rows[0][0]
 
 
-def test_batches_by_size_time_and_epoch(store: Store) -> None:
+BACKGROUND = pytest.mark.parametrize("background", [True, False], ids=["thread", "inline"])
+
+
+@BACKGROUND
+def test_batches_by_size_time_and_epoch(store: Store, background: bool) -> None:
     clock = _Clock()
-    part = ClickHouseSink(store.url, store.database, rows=5, seconds=1.0,
-                          clock=clock).build_part("rows", "clickhouse-0", None)  # fmt: skip
+    sink = ClickHouseSink(store.url, store.database, rows=5, seconds=1.0, clock=clock,
+                          background=background)  # fmt: skip
+    part = sink.build_part("rows", "clickhouse-0", None)
     rows = known.scored()
-    part.write_batch(rows[:3])
+
+    def write(values: list) -> None:
+        part.write_batch(values)
+        part.wait()  # the background writer has inserted whatever was handed over
+
+    write(rows[:3])
     assert _count(store) == 0, "3 rows < batch size, 0 s old: wait"
-    part.write_batch(rows[3:5])
+    write(rows[3:5])
     assert _count(store) == 5, "batch size reached"
-    part.write_batch(rows[5:6])
+    write(rows[5:6])
     clock.t = 0.5
-    part.write_batch([])
+    write([])
     assert _count(store) == 5
     clock.t = 1.2
-    part.write_batch([])
+    write([])
     assert _count(store) == 6, "oldest row older than batch_seconds"
     part.write_batch(rows[6:])
-    part.snapshot()
+    part.snapshot()  # no wait(): snapshot alone guarantees the rows are in
     assert _count(store) == 7, "every epoch's rows are written before its snapshot"
     assert _count(store, "alerts") == 3
     part.close()
 
 
-def test_schema_error_is_raised_naming_the_table(store: Store) -> None:
-    part = ClickHouseSink(store.url, f"missing_{uuid.uuid4().hex[:6]}", rows=1,
-                          seconds=1.0).build_part("rows", "clickhouse-0", None)  # fmt: skip
+@BACKGROUND
+def test_schema_error_is_raised_naming_the_table(store: Store, background: bool) -> None:
+    sink = ClickHouseSink(store.url, f"missing_{uuid.uuid4().hex[:6]}", rows=1, seconds=1.0,
+                          background=background)  # fmt: skip
+    part = sink.build_part("rows", "clickhouse-0", None)
     with pytest.raises(
         StoreError, match=r"insert of 1 rows into .*missing_\w+\.transactions failed"
     ):
         part.write_batch(known.scored()[:1])
+        part.snapshot()  # the epoch cannot complete: the worker sees the failure
 
 
-def test_clickhouse_down_applies_backpressure_and_loses_nothing(tmp_path: Path) -> None:
-    """While the server is away write_batch blocks (the worker stops reading input) and
-    retries; once it is back every row is there, none twice."""
+@BACKGROUND
+def test_clickhouse_down_applies_backpressure_and_loses_nothing(
+    tmp_path: Path, background: bool
+) -> None:
+    """While the server is away the worker blocks (in write_batch, or at the latest in
+    the epoch's snapshot) and retries; once it is back every row is there, none twice."""
     with ChServer(tmp_path / "ch") as srv:
         store = Store(srv.url, "fraud")
         migrate(store, 3650)
         part = ClickHouseSink(srv.url, "fraud", rows=3, seconds=60.0,
-                              policy=RetryPolicy(initial_s=0.05, max_s=0.2)
+                              policy=RetryPolicy(initial_s=0.05, max_s=0.2),
+                              background=background,
                               ).build_part("rows", "clickhouse-0", None)  # fmt: skip
         rows = known.scored()
         part.write_batch(rows[:3])
+        part.wait()
         assert _count(store) == 3
         srv.stop()
         done = threading.Event()
-        t = threading.Thread(target=lambda: (part.write_batch(rows[3:]), done.set()), daemon=True)
+
+        def epoch() -> None:
+            part.write_batch(rows[3:])
+            part.snapshot()
+            done.set()
+
+        t = threading.Thread(target=epoch, daemon=True)
         t.start()
         time.sleep(1.5)
         assert not done.is_set(), "the write must block while ClickHouse is down"

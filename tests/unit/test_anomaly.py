@@ -55,3 +55,9 @@ def test_seeded_models_are_deterministic() -> None:
     a, b = ShardModel(5, 5, 50, 7, 0, 100), ShardModel(5, 5, 50, 7, 0, 100)
     xs = _stream(300)
     assert [a.score_learn(x) for x in xs] == [b.score_learn(x) for x in xs]
+
+
+def test_feature_names_are_what_the_model_is_fed() -> None:
+    from dataflows.anomaly import FEATURE_NAMES
+
+    assert tuple(scale_features(BASE)) == FEATURE_NAMES

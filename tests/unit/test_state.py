@@ -110,3 +110,21 @@ def test_state_pickles_small() -> None:
     feed(st, *[txn(i * 180, device_id="d1") for i in range(5)])
     assert st == pickle.loads(pickle.dumps(st))
     assert len(pickle.dumps(st)) < 600
+
+
+def test_one_scan_windows_equal_the_reference_windows() -> None:
+    import random
+    from array import array
+
+    from dataflows.state import DAY_MS, UserState
+
+    rng = random.Random(4)
+    for _ in range(200):
+        st = UserState()
+        ts = sorted(rng.uniform(0, 2 * DAY_MS) for _ in range(rng.randint(0, 80)))
+        st.events = array("d", [v for t in ts for v in (t, rng.choice([1.0, 3.5, 20.0, 999.9]),
+                                                        0.0, 0.0)])  # fmt: skip
+        end = rng.choice([*ts, rng.uniform(0, 2 * DAY_MS)]) if ts else 0.0
+        ref = [st.window(end, span, 5.0) for span in (60_000, 600_000, 3_600_000, DAY_MS)]
+        assert st.windows(end, 5.0) == (ref[0][0], ref[1][0], ref[1][2], ref[2][0], ref[2][1],
+                                        ref[3][0], ref[3][1])  # fmt: skip
