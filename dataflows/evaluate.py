@@ -73,8 +73,10 @@ SCORES = {
     "risk": "production risk score, label-free (rules + HST, noisy-OR), ties broken by the "
     "HST percentile",
     "hst": "Half-Space Trees rolling percentile alone",
-    "risk_fb": "the same plus the feedback loop's merchant risk: each fraud label is usable "
-    "only after the 7-day delay (the handbook's), as in production",
+    "risk_fb": "the same plus the feedback loop (merchant risk and the online supervised "
+    "model): each label is usable only after the 7-day delay (the handbook's), as in "
+    "production",
+    "learned": "the feedback loop's online supervised model alone (its fraud probability)",
 }
 
 
@@ -140,6 +142,7 @@ def score_stream(s: Settings, events: Callable[[], Iterable[bytes]], total: int,
     risk: list[float] = []
     hst: list[float] = []
     flagged: list[bool] = []
+    learned: list[float] = []
     dead: list[Any] = []
     prog = Progress("scored", total=total) if progress else None
 
@@ -149,6 +152,7 @@ def score_stream(s: Settings, events: Callable[[], Iterable[bytes]], total: int,
             risk.append(r.risk_score)
             hst.append(r.anomaly_score)
             flagged.append(r.flagged)
+            learned.append(r.features.get("learned_p", 0.0))
         if prog is not None:
             prog.update(len(batch))
 
@@ -163,7 +167,8 @@ def score_stream(s: Settings, events: Callable[[], Iterable[bytes]], total: int,
         prog.done()
     if dead:
         raise ValueError(f"{len(dead)} events refused, first: {dead[0].error_message}")
-    out = pd.DataFrame({"TRANSACTION_ID": ids, "risk_raw": risk, "hst": hst, "flagged": flagged})
+    out = pd.DataFrame({"TRANSACTION_ID": ids, "risk_raw": risk, "hst": hst, "flagged": flagged,
+                        "learned": learned})  # fmt: skip
     out["risk"] = out.risk_raw + 1e-9 * out.hst
     return out
 
@@ -190,7 +195,9 @@ def run_handbook(s: Settings, root: Path, stream_start: date, stream_end: date,
     df = df.merge(scored, on="TRANSACTION_ID", how="left", validate="one_to_one")
     fb = score_stream(s, lambda: handbook_events(df), len(df),
                       labels=lambda: handbook_labels(df))  # fmt: skip
-    df["risk_fb"] = df.TRANSACTION_ID.map(fb.set_index("TRANSACTION_ID").risk)
+    fb = fb.set_index("TRANSACTION_ID")
+    df["risk_fb"] = df.TRANSACTION_ID.map(fb.risk)
+    df["learned"] = df.TRANSACTION_ID.map(fb.learned)
     rows: list[dict[str, Any]] = []
     curves: dict[str, pd.DataFrame] = {}
     for p in protocols:

@@ -191,7 +191,27 @@ def _merchant_step(
         return _MerchantLogic(_s, pickle.loads(resume) if resume else MerchantShard(),
                               on_events, s.recovery_dir is not None)  # fmt: skip
 
-    return op.key_rm("merchant_unkey", op.stateful_batch("merchant", keyed, builder))
+    enriched = op.key_rm("merchant_unkey", op.stateful_batch("merchant", keyed, builder))
+    if s.learner_weight <= 0:
+        return enriched
+    return _learner_step(s, enriched, parsed.trues)
+
+
+def _learner_step(s: Settings, scored: Stream[ScoredTransaction],
+                  labels: Stream[Any]) -> Stream[ScoredTransaction]:  # fmt: skip
+    """One supervised model for the whole stream (see :mod:`dataflows.learner`)."""
+    from dataflows.learner import DelayedLearner, on_learner_events
+    from dataflows.merchants import DAY_MS
+
+    both = op.merge("learner_in", scored, labels)
+    keyed = op.key_on("learner_key", both, lambda _: "learner")
+    delay_ms = s.label_delay_days * DAY_MS
+
+    def builder(resume: bytes | None, _s: Settings = s) -> _MerchantLogic:
+        state = pickle.loads(resume) if resume else DelayedLearner(delay_ms)
+        return _MerchantLogic(_s, state, on_learner_events, s.recovery_dir is not None)
+
+    return op.key_rm("learner_unkey", op.stateful_batch("learner", keyed, builder))
 
 
 class _MerchantLogic(StatefulBatchLogic[Any, ScoredTransaction, bytes | None]):

@@ -112,9 +112,19 @@ def merchant_reason(f: dict[str, float], merchant_id: str, s: Settings) -> Reaso
     return None
 
 
+def learned_reason(p: float, s: Settings) -> Reason | None:
+    """The supervised model's contribution: its fraud probability, weighted."""
+    c = round(s.learner_weight * p, 4)
+    if c <= 0.0:
+        return None
+    return Reason(
+        "learned_pattern", f"model trained on confirmed labels gives {p:.0%} fraud probability", c
+    )
+
+
 def rescore(st: ScoredTransaction, extra: Reason | None, feats: dict[str, float],
-            s: Settings) -> ScoredTransaction:  # fmt: skip
-    """The transaction with merchant features, the extra reason, new risk and decision."""
+            s: Settings, version: str = "+merchant-v1") -> ScoredTransaction:  # fmt: skip
+    """The transaction with extra features and reason, new risk and decision."""
     reasons = list(st.reasons)
     if extra is not None:
         reasons.append(extra)
@@ -122,7 +132,7 @@ def rescore(st: ScoredTransaction, extra: Reason | None, feats: dict[str, float]
     risk = combine(reasons)
     return dataclasses.replace(
         st, features={**st.features, **feats}, reasons=tuple(reasons), risk_score=risk,
-        decision=decide(risk, s), model_version=st.model_version + "+merchant-v1",
+        decision=decide(risk, s), model_version=st.model_version + version,
     )  # fmt: skip
 
 

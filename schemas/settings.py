@@ -35,7 +35,12 @@ class Settings(BaseSettings):
     consumer_group: str = Field("fraud-dataflow", min_length=1)
     max_message_bytes: int = Field(16_384, ge=512, le=10_485_760)
     kafka_fetch_wait_ms: int = Field(
-        100, ge=1, le=10_000, description="Max wait of an empty fetch (latency floor)."
+        10,
+        ge=1,
+        le=10_000,
+        description="Max wait of an empty fetch. Some brokers (tansu) hold a fetch this "
+        "long even when data arrives meanwhile, so it is a latency floor: 100 ms gave "
+        "p50 58 ms produce->alert at 2k events/s, 5 ms gave 21 ms.",
     )
     kafka_tail: bool = Field(
         True, description="Keep waiting for new input; false stops at the end of the topic."
@@ -122,6 +127,13 @@ class Settings(BaseSettings):
     )
     merchant_weight: float = Field(
         0.9, gt=0, lt=1, description="Strength of the compromised-merchant rule."
+    )
+    learner_weight: float = Field(
+        0.9,
+        ge=0,
+        lt=1,
+        description="Weight of the supervised model learned from delayed labels "
+        "(0 = off); only used when a labels input is wired.",
     )
 
     # --- Dashboard -----------------------------------------------------------------
