@@ -366,7 +366,7 @@ def _date(v: str) -> date:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from dataflows.evaluate import html_report, markdown_report, run_handbook
+    from dataflows.evaluate import html_report, markdown_report, run_handbook, ulb_report
 
     s = _settings(args)
     root = Path(args.data)
@@ -383,7 +383,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.generator_count:
         generator = _generator_report(s, args.generator_count)
     command = "fraud eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else "fraud eval"
-    md = markdown_report(r, s, command.strip(), generator)
+    ulb = None
+    ulb_path = root / "ulb_creditcard" / "creditcard_day1.parquet"
+    if ulb_path.exists():
+        print("fraud eval: ULB day 1 (River's HST figure)", file=sys.stderr)
+        ulb = ulb_report(ulb_path)
+    md = markdown_report(r, s, command.strip(), generator, ulb)
     print(md)
     if args.out:
         out = Path(args.out)

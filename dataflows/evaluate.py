@@ -220,7 +220,7 @@ def run_handbook(s: Settings, root: Path, stream_start: date, stream_end: date,
 
 
 def markdown_report(r: EvalResult, s: Settings, command: str,
-                    generator: str | None = None) -> str:  # fmt: skip
+                    generator: str | None = None, ulb: str | None = None) -> str:  # fmt: skip
     """The comparison table: our label-free scores beside the published rows."""
     lines = [
         "# Detection quality on the Fraud Detection Handbook data",
@@ -230,8 +230,10 @@ def markdown_report(r: EvalResult, s: Settings, command: str,
         "",
         f"Our settings: model `{s.model_version}`, shards {s.shards}, HST warm-up "
         f"{s.hst_warmup}, calibration window {s.calibration_window}, review ≥ "
-        f"{s.review_threshold}, block ≥ {s.block_threshold}. Label-free: no feedback, no "
-        "training; the same scores serve every protocol.",
+        f"{s.review_threshold}, block ≥ {s.block_threshold}; label delay "
+        f"{s.label_delay_days:g} days, learner weight {s.learner_weight}. `risk` and `hst` "
+        "are label-free; `risk_fb` and `learned` come from one online pass with delayed "
+        "labels, no batch training. The same scores serve every protocol.",
         "",
         "Scores: " + "; ".join(f"`{k}` = {v}" for k, v in SCORES.items()) + ".",
         "",
@@ -253,16 +255,42 @@ def markdown_report(r: EvalResult, s: Settings, command: str,
         "Fraud Detection – Practical Handbook* (ULB 2022), as listed in "
         "`../shared/data/fraud_handbook_simulated/README.md`. The supervised rows train on "
         "labelled weeks; the ch.7 IsolationForest/autoencoder inputs include terminal fraud "
-        "rates from 7-day-delayed labels; ours uses no label at all.",
+        "rates from 7-day-delayed labels.",
         "",
         "The handbook's frauds are amount-driven (scenario 1: amount > 220; scenario 3: a "
         "card's amounts × 5) and terminal-driven (scenario 2: compromised terminals). They "
         "have no geographic, velocity or device signal, which is where most of our rules "
         "look; without labels the terminal scenario is invisible to any per-user detector.",
     ]
+    if ulb:
+        lines += ["", "## ULB credit-card data, day 1 (River's documented HST result)", "", ulb]
     if generator:
         lines += ["", "## On the project's generator (labelled patterns)", "", generator]
     return "\n".join(lines) + "\n"
+
+
+def ulb_report(path: Path) -> str:
+    """River's documented pipeline reproduced inside a bytewax flow, both engines, and a
+    variant with a robust scaler."""
+    from dataflows.ulb import UlbConfig, run_ulb
+
+    rows = ["| configuration (in a bytewax flow) | events | frauds | AUC (exact) | AP | "
+            "River ROCAUC, first 2,500 |", "|---|---:|---:|---:|---:|---:|",
+            "| River docs / dataset README: MinMaxScaler \\| HST(seed=42) | 144,786 | 281 | "
+            "0.9126 | 0.2185 | 91.15 % |"]  # fmt: skip
+    for cfg in (UlbConfig(engine="river"), UlbConfig(), UlbConfig(n_trees=25, scaler="zsigmoid")):
+        m = run_ulb(path, cfg)
+        rows.append(f"| {cfg.label().replace('|', chr(92) + '|')} | {m['events']:,.0f} | "
+                    f"{m['frauds']:.0f} | {m['auc']:.4f} | {m['ap']:.4f} | "
+                    f"{m['river_rocauc_2500']:.2%} |")  # fmt: skip
+    rows += [
+        "",
+        "The first two rows reproduce River's figures exactly (the wiring: score then "
+        "learn, batches, both engines). A robust scaler (standardise, then a logistic "
+        "squash) with 25 trees raises AUC by ~0.012 but lowers AP: no configuration "
+        "tried beats River's on both (window 1000, 25 or 50 trees, height 6 also tried).",
+    ]
+    return "\n".join(rows)
 
 
 def html_report(r: EvalResult, markdown: str) -> str:

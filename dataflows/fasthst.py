@@ -109,24 +109,39 @@ class NumpyHST:
             self.l_mass += counts.reshape(self.l_mass.shape)
             self._pending = []
 
-    def score_learn_many(self, rows: Sequence[Sequence[float]]) -> list[float]:
-        """Scores of ``rows`` (values in :attr:`features` order), learning each after it."""
-        x = np.asarray(rows, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != len(self.features):
-            raise ValueError(
-                f"expected rows of {len(self.features)} features {self.features}, got {x.shape}"
-            )
+    def score_learn_many(
+        self, rows: Sequence[Sequence[float]], learn: Sequence[Sequence[float]] | None = None
+    ) -> list[float]:
+        """Scores of ``rows`` (values in :attr:`features` order), learning each after it.
+
+        ``learn``, if given, is what is learned instead of each row (a pipeline whose
+        scaler updates between River's ``score_one`` and ``learn_one``)."""
+        x = self._matrix(rows)
+        xl = x if learn is None else self._matrix(learn)
+        if len(xl) != len(x):
+            raise ValueError(f"{len(x)} rows to score but {len(xl)} to learn")
         out: list[float] = []
         start, n = 0, len(x)
         while start < n:
             end = min(n, start + self.window_size - self.counter)
             seg = x[start:end]
-            out.extend(self._segment(seg) if len(seg) > SMALL else self._segment_py(seg.tolist()))
+            if learn is None and len(seg) <= SMALL:
+                out.extend(self._segment_py(seg.tolist()))
+            else:
+                out.extend(self._segment(seg, seg if learn is None else xl[start:end]))
             self.counter += end - start
             if self.counter == self.window_size:
                 self._pivot()
             start = end
         return out
+
+    def _matrix(self, rows: Sequence[Sequence[float]]) -> np.ndarray:
+        x = np.asarray(rows, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.features):
+            raise ValueError(
+                f"expected rows of {len(self.features)} features {self.features}, got {x.shape}"
+            )
+        return x
 
     def _pivot(self) -> None:
         """Close a window: learned masses become the reference (River's pivot)."""
@@ -161,19 +176,28 @@ class NumpyHST:
             out.append(0.0 if first else 1.0 - total / self.max_score)
         return out
 
-    def _segment(self, x: np.ndarray) -> list[float]:
-        """Score then learn rows that all fall inside the current window."""
-        n, trees, h = len(x), self.n_trees, self.height
+    def _walk(self, x: np.ndarray) -> list[np.ndarray]:
+        """Node index per depth (0..height) and tree of every row: shape (n, trees)."""
+        n, trees = len(x), self.n_trees
         tree_ix = np.arange(trees)
         rows = np.arange(n)[:, None]
         node = np.zeros((n, trees), dtype=np.intp)
         path = [node]
-        for _ in range(h):
+        for _ in range(self.height):
             f = self.feat[tree_ix, node]
             right = x[rows, f] >= self.thr[tree_ix, node]  # River: left iff value < threshold
             node = 2 * node + 1 + right
             path.append(node)
+        return path
+
+    def _segment(self, x: np.ndarray, xl: np.ndarray) -> list[float]:
+        """Score rows ``x`` then learn ``xl``, all inside the current window."""
+        n, trees = len(x), self.n_trees
+        tree_ix = np.arange(trees)
+        path = self._walk(x)
         scores = self._score(path, n) if not self.first_window else [0.0] * n
+        if xl is not x:
+            path = self._walk(xl)
         n_nodes = self.l_mass.shape[1]
         flat = (np.stack(path) + tree_ix * n_nodes).ravel()
         self.l_mass += np.bincount(flat, minlength=trees * n_nodes).reshape(trees, n_nodes)

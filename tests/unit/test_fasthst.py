@@ -71,3 +71,28 @@ def test_wrong_width_is_refused() -> None:
     model = NumpyHST(FEATURES, 5, 3, 50, 1)
     with pytest.raises(ValueError, match="expected rows of 5 features"):
         model.score_learn_many([[0.1, 0.2]])
+
+
+def test_separate_learn_rows_equal_river_behind_a_minmax_scaler() -> None:
+    """River's Pipeline(MinMaxScaler, HST) scores x scaled before the scaler learns x and
+    learns it scaled after: the numpy engine takes both row sets."""
+    from river import preprocessing
+
+    xs = [{f: v * 40 - 7 for f, v in x.items()} for x in _stream(3000, seed=8)]
+    ref_scaler, hst = preprocessing.MinMaxScaler(), HalfSpaceTrees(n_trees=10, height=8, seed=42)
+    ref = []
+    for x in xs:
+        ref.append(float(hst.score_one(ref_scaler.transform_one(x))))
+        ref_scaler.learn_one(x)
+        hst.learn_one(ref_scaler.transform_one(x))
+    scaler, model = preprocessing.MinMaxScaler(), NumpyHST(FEATURES, 10, 8, 250, 42)
+    got, i = [], 0
+    for size in [1, 7, 300, 2692]:
+        score_rows, learn_rows = [], []
+        for x in xs[i : i + size]:
+            score_rows.append([scaler.transform_one(x)[f] for f in model.features])
+            scaler.learn_one(x)
+            learn_rows.append([scaler.transform_one(x)[f] for f in model.features])
+        got += model.score_learn_many(score_rows, learn_rows)
+        i += size
+    assert got == ref
