@@ -43,10 +43,10 @@ __all__ = [
 
 LEARNER_FEATURES = (
     "amount_usd", "log_amount", "amount_z", "log_cnt_1m", "log_cnt_10m", "log_cnt_1h",
-    "log_cnt_24h",
-    "log_sum_24h", "small_10m", "log_km_prev", "log_speed", "new_country", "new_device",
-    "hour_share", "log_history", "hst_pct", "merchant_risk_1d", "merchant_risk_7d",
-    "merchant_risk_30d", "log_merchant_frauds_7d", "log_merchant_frauds_30d",
+    "log_cnt_24h", "log_sum_24h", "small_10m", "log_km_prev", "log_speed", "new_country",
+    "new_device", "hour_share", "log_history", "hst_pct", "merchant_risk_1d",
+    "merchant_risk_7d", "merchant_risk_30d", "log_merchant_frauds_7d",
+    "log_merchant_frauds_30d", "risk",
 )  # fmt: skip
 """Inputs of the supervised model, in tuple order."""
 
@@ -61,8 +61,10 @@ def _log(x: float) -> float:
     return math.log1p(max(x, 0.0))
 
 
-def learner_input(f: dict[str, float]) -> tuple[float, ...]:
-    """The model inputs from a scored row's features (user, anomaly and merchant ones)."""
+def learner_input(f: dict[str, float], risk: float = 0.0) -> tuple[float, ...]:
+    """The model inputs from a scored row's features (user, anomaly and merchant ones)
+    and its risk so far (rules + HST + merchant rule: the model learns how far to trust
+    them here; ch.7 AP 0.49 → 0.53)."""
     g = f.get
     z = g("amount_z", 0.0)
     return (
@@ -73,7 +75,7 @@ def learner_input(f: dict[str, float]) -> tuple[float, ...]:
         _log(g("speed_kmh", 0.0)), g("new_country", 0.0), g("new_device", 0.0),
         g("hour_share", 0.0), _log(g("history", 0.0)), g("hst_pct", 0.0),
         g("merchant_risk_1d", 0.0), g("merchant_risk_7d", 0.0), g("merchant_risk_30d", 0.0),
-        _log(g("merchant_frauds_7d", 0.0)), _log(g("merchant_frauds_30d", 0.0)),
+        _log(g("merchant_frauds_7d", 0.0)), _log(g("merchant_frauds_30d", 0.0)), risk,
     )  # fmt: skip
 
 
@@ -155,6 +157,7 @@ def on_learner_events(learner: DelayedLearner, items: list[Any],
             learner.label(x.txn_id, x.txn_ts_ms)
             continue
         t = x.txn
-        p = learner.score(t.ts.timestamp() * 1000.0, t.txn_id, learner_input(x.features))
+        x_in = learner_input(x.features, x.risk_score)
+        p = learner.score(t.ts.timestamp() * 1000.0, t.txn_id, x_in)
         out.append(rescore(x, learned_reason(p, s), {"learned_p": round(p, 6)}, s, "+lr-v1"))
     return out
