@@ -175,7 +175,7 @@ def _merchant_step(
     from dataflows.merchants import MerchantLabel, MerchantShard, on_events, parse_label
 
     raw = op.input("labels", flow, labels)
-    decoded = op.map("labels_parse", raw, lambda x: parse_label(x, clock))
+    decoded = op.filter_map("labels_parse", raw, lambda x: parse_label(x, clock))
     parsed = op.branch("labels_valid", decoded, lambda x: isinstance(x, MerchantLabel))
     _emit("labels_dlq", parsed.falses, dlq_sink)
     both = op.merge("merchant_in", scored, parsed.trues)

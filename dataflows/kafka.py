@@ -148,6 +148,13 @@ def kafka_flow(
         batch_size=1000,
         raise_on_errors=False,
     )
+    labels = None
+    if s.feedback_input:
+        labels = KafkaSource(brokers, [s.topic_feedback],
+                             tail=s.kafka_tail if tail is None else tail,
+                             starting_offset=OFFSET_BEGINNING,
+                             add_config={k: str(v) for k, v in cons.items()},
+                             batch_size=1000, raise_on_errors=False)  # fmt: skip
     return build_flow(
         s,
         source,
@@ -156,6 +163,7 @@ def kafka_flow(
         Encoded(KafkaSink(brokers, s.topic_dlq, add_config=prod), dlq_message),
         clock=clock,
         flow_id="fraud_kafka",
+        labels=labels,
     )
 
 

@@ -55,11 +55,29 @@ def label_json(merchant_id: str, txn_ts: datetime, txn_id: str) -> bytes:
     return orjson.dumps({"merchant_id": merchant_id, "txn_ts": ts, "txn_id": txn_id})
 
 
-def parse_label(raw: Any, now: Callable[[], datetime]) -> MerchantLabel | DeadLetter:
-    """Decode a label event; a malformed one becomes a dead letter with the reason."""
+def parse_label(raw: Any, now: Callable[[], datetime]) -> MerchantLabel | DeadLetter | None:
+    """Decode a label event or an analyst verdict (Review v1 from ``fraud-feedback``).
+
+    A ``confirmed_fraud`` verdict labels its transaction for the supervised model
+    (merchant unknown: empty ``merchant_id``, which the merchant step skips).  Other
+    verdicts return None: the model already treats every transaction nobody labelled
+    fraud as genuine once its delay has passed.  Malformed input becomes a dead letter.
+    """
+    if hasattr(raw, "err"):  # a consumer error on one message (bytewax KafkaError)
+        m = raw.msg
+        err = DecodeError("consumer_error", f"Kafka consumer error: {raw.err}")
+        return DeadLetter.of(err, m.key, m.value, m.topic or "", m.partition or -1,
+                             m.offset or -1, now())  # fmt: skip
     value = raw.value if hasattr(raw, "value") else raw
     try:
         d = orjson.loads(value)
+        if isinstance(d, dict) and "verdict" in d:
+            from schemas.scored import decode_review
+
+            r = decode_review(value)
+            if r.verdict != "confirmed_fraud":
+                return None
+            return MerchantLabel("", r.reviewed_at.timestamp() * 1000.0, r.txn_id)
         ts = datetime.fromisoformat(d["txn_ts"])
         if ts.tzinfo is None:
             raise ValueError("txn_ts has no UTC offset")
@@ -142,6 +160,8 @@ def on_events(shard: MerchantShard, items: list[Any], s: Settings) -> list[Score
     horizon = max(WINDOWS) + math.ceil(s.label_delay_days) + 2
     for x in items:
         if isinstance(x, MerchantLabel):
+            if not x.merchant_id:  # an analyst verdict: for the supervised model only
+                continue
             m = shard.merchants.setdefault(x.merchant_id, _Merchant())
             day = math.floor(x.txn_ts_ms / DAY_MS)
             m.frauds[day] = m.frauds.get(day, 0) + 1

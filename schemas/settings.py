@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     merchant_weight: float = Field(
         0.9, gt=0, lt=1, description="Strength of the compromised-merchant rule."
     )
+    feedback_input: bool = Field(
+        True,
+        description="The Kafka flow reads analyst verdicts from the feedback topic: "
+        "confirmed frauds train the supervised model after the label delay.",
+    )
     learner_weight: float = Field(
         0.9,
         ge=0,

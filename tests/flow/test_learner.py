@@ -100,3 +100,21 @@ def test_flow_uses_labels_only_after_the_delay(settings: Settings) -> None:
     assert pairs > 0.8, f"AUC of learned_p on the last day {pairs:.2f}"
     assert all(r.model_version.endswith("+lr-v1") for r in rows)
     assert any(x.code == "learned_pattern" for r in late for x in r.reasons)
+
+
+def test_analyst_verdicts_are_labels_for_the_model_only() -> None:
+    from datetime import UTC, datetime
+
+    from dataflows.merchants import MerchantLabel, parse_label
+    from schemas.scored import DeadLetter, Review, encode_review
+
+    at = datetime(2026, 3, 3, tzinfo=UTC)
+
+    def review(verdict: str) -> bytes:
+        return encode_review(Review("a1", "t9", "u1", verdict, "ana", None, at))
+
+    label = parse_label(review("confirmed_fraud"), fixed_clock)
+    assert label == MerchantLabel("", at.timestamp() * 1000.0, "t9")
+    assert parse_label(review("false_positive"), fixed_clock) is None
+    bad = parse_label(b'{"verdict": "confirmed_fraud", "schema_version": 9}', fixed_clock)
+    assert isinstance(bad, DeadLetter) and "schema_version" in bad.error_message
