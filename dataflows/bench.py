@@ -344,11 +344,14 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str,
          f"{1 - rec_np / one_np:.0%} cost; {epoch}"),
     ]  # fmt: skip
     say(f"3/5 end to end through the embedded broker and chDB ({cfg.e2e_events:,} events)")
-    for label, st in (("River", river), ("numpy", fast)):
+    no_fb = fast.model_copy(update={"feedback_input": False})
+    for label, st in (("River", river), ("numpy", fast), ("numpy, no feedback loop", no_fb)):
         e2e = end_to_end(st, cfg.e2e_events)
+        loop = "feedback loop on (merchant + learner steps)" if st.feedback_input else \
+            "detection only (no labels input)"  # fmt: skip
         rows.append((f"3. broker → flow → alerts topic + chDB, sustained, {label}",
                      f"{e2e:,.0f} events/s",
-                     f"{cfg.e2e_events:,} events pre-produced, 1 worker"))  # fmt: skip
+                     f"{cfg.e2e_events:,} events pre-produced, 1 worker; {loop}"))  # fmt: skip
     say(f"3/5 produce→alert latency at {cfg.latency_rate:g} events/s")
     from dataflows.latency import measure_latency
 
