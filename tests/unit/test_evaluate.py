@@ -59,3 +59,16 @@ def test_metrics_are_sklearn_values_rounded_to_3_decimals() -> None:
     # AUC: positive pairs ranked right 3 of 4 -> 0.75; AP = (1/1 + 2/3) / 2 = 0.833
     assert (auc, ap) == (0.75, 0.833)
     assert cp == 0.02  # 2 frauds among the top 100 (only 4 cards): 2/100
+
+
+def test_label_free_ceiling_ranks_amount_scenarios_first_and_ties_terminal_frauds() -> None:
+    from dataflows.evaluate import label_free_ceiling
+
+    rows = [(14, 1, 1, 0.0), (14, 2, 1, 0.0), (14, 3, 0, 0.0), (14, 4, 0, 0.0)]
+    test = _frame(rows).assign(TX_FRAUD_SCENARIO=[3, 2, 0, 0])
+    auc, ap, cp = label_free_ceiling(test)
+    # Fraud 1 (scenario 3) beats both legit rows; fraud 2 (scenario 2) ties them: AUC =
+    # (2 + 0.5 + 0.5) / 4.  AP: rank 1 is a hit (1/1), then 3 tied rows holding 1 hit
+    # (sklearn treats ties as one threshold: precision 2/4 at recall 1) -> (1 + 0.5) / 2.
+    assert (auc, ap) == (0.75, 0.75)
+    assert cp == 0.02  # CP@100 divides by 100 even with 4 cards: 2 fraud cards / 100
