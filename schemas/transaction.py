@@ -11,8 +11,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from schemas.currency import ISO_4217
@@ -28,6 +29,7 @@ __all__ = [
     "Label",
     "Transaction",
     "decode_event",
+    "decode_event_checked",
     "encode_transaction",
     "format_ts",
 ]
@@ -258,7 +260,36 @@ def decode_event(
     message, malformed JSON, a non-object, an unknown ``schema_version``, or any field
     that is missing, null, of the wrong type or out of range.  Unknown extra properties
     are ignored (tolerant reader) so producers can add optional fields within v1.
+
+    Valid messages take a typed msgspec decode (:data:`_WIRE`, ~3x faster than JSON to
+    dicts plus per-field checks); anything it refuses goes through
+    :func:`decode_event_checked`, which names the reason.  Both accept exactly the same
+    messages with the same values (a test compares them on valid and mutated events).
     """
+    if raw is None:
+        return DecodeError("null_value", "message value is null (tombstone)")
+    if len(raw) > max_bytes:
+        return DecodeError("too_large", f"message is {len(raw)} bytes, limit {max_bytes}")
+    try:
+        w = _WIRE_DECODER.decode(raw)
+    except msgspec.MsgspecError:
+        return decode_event_checked(raw, max_bytes)
+    ts = _ts_fast(w.ts)
+    if (ts is None or w.schema_version != TRANSACTION_VERSION or w.currency not in ISO_4217
+            or not _country_ok(w.country) or (w.ip is not None and not _ip_ok(w.ip))):  # fmt: skip
+        return decode_event_checked(raw, max_bytes)
+    txn = Transaction(w.txn_id, ts, w.user_id, w.card_id, w.merchant_id, w.merchant_category,
+                      w.amount, w.currency, w.lat, w.lon, w.country, w.channel, w.device_id,
+                      w.ip)  # fmt: skip
+    lab = w.label
+    return txn, None if lab is None else Label(lab.is_fraud, lab.pattern)
+
+
+def decode_event_checked(
+    raw: bytes | str | None, max_bytes: int = MAX_MESSAGE_BYTES
+) -> tuple[Transaction, Label | None] | DecodeError:
+    """:func:`decode_event` field by field: the reference, and the path that explains
+    a refusal (reason code, message, field)."""
     if raw is None:
         return DecodeError("null_value", "message value is null (tombstone)")
     if len(raw) > max_bytes:
@@ -292,6 +323,63 @@ def decode_event(
     except _Invalid as e:
         return e.err
     return txn, label
+
+
+def _ts_fast(value: str) -> datetime | None:
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        return None
+    return ts if ts.tzinfo is UTC else ts.astimezone(UTC)
+
+
+def _country_ok(v: str) -> bool:
+    return len(v) == 2 and v.isascii() and v.isupper()
+
+
+def _ip_ok(v: str) -> bool:
+    return 2 <= len(v) <= 45 and _IP_CHARS.issuperset(v)
+
+
+class _WireLabel(msgspec.Struct):
+    is_fraud: bool
+    pattern: str | None = None
+
+
+def _wire_type(spec: FieldSpec) -> Any:
+    """The msgspec type enforcing what a msgspec decode can check of ``spec``; the
+    rest (timestamp, code lists, IP characters) is checked after it."""
+    kind = spec.kind
+    if kind in ("id", "str"):
+        t: Any = Annotated[str, msgspec.Meta(min_length=1, max_length=spec.max_len)]
+    elif kind == "float":
+        t = Annotated[float, msgspec.Meta(gt=0.0, le=MAX_AMOUNT)]
+    elif kind in ("lat", "lon"):
+        t = Annotated[float, msgspec.Meta(ge=spec.minimum, le=spec.maximum)]
+    elif kind == "enum":
+        t = Literal[spec.choices]  # type: ignore[valid-type]
+    elif kind == "int":
+        t = int
+    else:  # ts, currency, country, ip
+        t = str
+    return t if spec.required else (t | None, None)
+
+
+def _wire_struct() -> type[msgspec.Struct]:
+    fields: list[Any] = []
+    for spec in TRANSACTION_SPECS:  # required fields first (msgspec needs defaults last)
+        t = _wire_type(spec)
+        fields.append((spec.name, *t) if isinstance(t, tuple) else (spec.name, t))
+    fields.append(("label", _WireLabel | None, None))
+    fields.sort(key=lambda f: len(f) == 3)
+    return msgspec.defstruct("_Wire", fields)
+
+
+_WIRE = _wire_struct()
+"""Transaction v1 as a msgspec type, derived from :data:`TRANSACTION_SPECS`."""
+_WIRE_DECODER = msgspec.json.Decoder(_WIRE)
 
 
 def _decode_label(obj: Any) -> Label | None:
