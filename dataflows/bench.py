@@ -261,7 +261,7 @@ def memory_leg(users: int) -> tuple[float, float]:
 # --- leg 5: where the time goes ----------------------------------------------------
 
 STAGES: dict[str, tuple[str, ...]] = {
-    "parse + validate (orjson, schema)": ("parse_message",),
+    "parse + validate (msgspec, schema)": ("parse_message",),
     "state + features": ("observe",),
     "rules": ("evaluate_rules",),
     "HST + feature scaling + calibration": ("score_learn_many", "scale_features"),
