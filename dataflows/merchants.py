@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from dataflows.scoring import combine, decide
+from schemas.fields import compact_pickle
 from schemas.scored import DeadLetter, Reason, ScoredTransaction
 from schemas.settings import Settings
 from schemas.transaction import DecodeError
@@ -40,6 +41,7 @@ DAY_MS = 86_400_000
 WINDOWS = (1, 7, 30)
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class MerchantLabel:
     """A confirmed fraud at a merchant: when the transaction happened (event time)."""

@@ -8,10 +8,59 @@ so the three can never drift apart silently (tests compare them with the migrati
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
+import operator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-__all__ = ["FieldSpec", "json_schema_for"]
+__all__ = ["FieldSpec", "compact_pickle", "json_schema_for"]
+
+C = TypeVar("C", bound=type)
+
+
+def compact_pickle(cls: C) -> C:
+    """Pickle a dataclass as its constructor call ``(cls, field values)``.
+
+    Bytewax pickles every item it moves between processes; the default for a slotted
+    frozen dataclass (``copyreg`` state, then one ``object.__setattr__`` per field) made
+    a parsed event cost ~22 µs to send, more than scoring it.  Field order is the
+    constructor's, so the pickle is also the value."""
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    get = operator.attrgetter(*names)
+    if len(names) == 1:
+
+        def __reduce__(self: Any) -> tuple[Any, tuple[Any, ...]]:
+            return (cls, (get(self),))
+    else:
+
+        def __reduce__(self: Any) -> tuple[Any, tuple[Any, ...]]:
+            return (cls, get(self))
+
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign]
+    return cls
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def utc_from_us(us: int) -> datetime:
+    """The UTC datetime ``us`` microseconds after the epoch (exact)."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _reduce_datetime(d: datetime) -> Any:
+    if d.tzinfo is UTC:
+        return (utc_from_us, ((d - _EPOCH) // _US,))
+    return d.__reduce_ex__(2)
+
+
+# Every event carries UTC datetimes; pickled the default way (state bytes plus a
+# timezone object rebuilt from a timedelta) each cost ~5 µs, now ~1 µs.  Registered for
+# the exact ``datetime`` type only; the value round-trips exactly (integer microseconds).
+copyreg.pickle(datetime, _reduce_datetime)
 
 MAX_ID_LEN = 64
 """Ids longer than this are refused: they bloat state and ClickHouse keys."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from schemas.fields import FieldSpec
+from schemas.fields import FieldSpec, compact_pickle
 from schemas.transaction import (
     CHANNELS,
     DecodeError,
@@ -51,6 +51,7 @@ _ALERT_NS = uuid.UUID("6f1c1b8e-5d4a-4c1e-9a51-2f3b9f0e7a11")
 """Namespace of alert ids: uuid5(namespace, txn_id) is stable across replays."""
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class Reason:
     """One explainable rule hit. ``contribution`` in [0, 1] is its share of the risk."""
@@ -90,6 +91,7 @@ SCORED_SPECS: tuple[FieldSpec, ...] = (
 """Columns a scored transaction adds to Transaction v1 and its label (table ``transactions``)."""
 
 
+@compact_pickle
 @dataclass(slots=True)
 class ScoredTransaction:
     """A transaction with its features, scores and decision (one per input event).

@@ -17,7 +17,7 @@ import msgspec
 import orjson
 
 from schemas.currency import ISO_4217
-from schemas.fields import FieldSpec
+from schemas.fields import FieldSpec, compact_pickle
 
 __all__ = [
     "CHANNELS",
@@ -83,6 +83,7 @@ LABEL_SPECS: tuple[FieldSpec, ...] = (
 )
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class Transaction:
     """A validated card transaction (Transaction v1). ``ts`` is always UTC-aware."""
@@ -104,6 +105,7 @@ class Transaction:
     schema_version: int = TRANSACTION_VERSION
 
 
+@compact_pickle
 @dataclass(frozen=True, slots=True)
 class Label:
     """Generator/dataset ground truth. Travels beside a transaction; scoring never reads it."""

@@ -154,3 +154,27 @@ def test_transaction_is_immutable() -> None:
     txn: Transaction = res[0]
     with pytest.raises(AttributeError):
         txn.amount = 1.0  # type: ignore[misc]
+
+
+def test_records_and_datetimes_pickle_compactly_and_round_trip_exactly() -> None:
+    """What bytewax sends between processes comes back equal, same types and zones."""
+    import pickle
+    import pickletools
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from schemas.scored import Reason
+
+    res = decode_event(txn_bytes(3, device_id="d1", ip="10.0.0.1", label={"is_fraud": True}))
+    assert not isinstance(res, DecodeError)
+    txn, label = res
+    reason = Reason("velocity", "6 transactions in 1 min", 0.6)
+    for obj in (txn, label, reason):
+        back = pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        assert back == obj and type(back) is type(obj)
+        ops = {op.name for op, _, _ in pickletools.genops(pickle.dumps(obj))}
+        assert "REDUCE" in ops and "BUILD" not in ops  # a constructor call, no slot state
+    for d in (datetime(2026, 1, 5, 1, 2, 3, 456789, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC),
+              datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), datetime(2026, 1, 1),
+              datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))):  # fmt: skip
+        back = pickle.loads(pickle.dumps(d))
+        assert back == d and back.tzinfo == d.tzinfo and type(back) is datetime
