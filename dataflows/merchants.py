@@ -13,7 +13,6 @@ State is per merchant, grouped in shards like users (crc32 of merchant_id).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,9 +149,11 @@ def rescore(st: ScoredTransaction, extra: Reason | None, feats: dict[str, float]
         reasons.append(extra)
         reasons.sort(key=lambda r: -r.contribution)
     risk = combine(reasons)
-    return dataclasses.replace(
-        st, features={**st.features, **feats}, reasons=tuple(reasons), risk_score=risk,
-        decision=decide(risk, s), model_version=st.model_version + version,
+    # The constructor, not dataclasses.replace (which re-reads the fields each call).
+    return ScoredTransaction(
+        st.txn, st.label, {**st.features, **feats}, st.anomaly_raw, st.anomaly_score,
+        tuple(reasons), risk, decide(risk, s), st.model_version + version, st.processed_at,
+        st.late, st.ingested_at,
     )  # fmt: skip
 
 
