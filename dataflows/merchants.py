@@ -96,6 +96,10 @@ def parse_label(raw: Any, now: Callable[[], datetime]) -> MerchantLabel | DeadLe
 class _Merchant:
     txns: dict[int, int] = field(default_factory=dict)  # event day -> transactions seen
     frauds: dict[int, int] = field(default_factory=dict)  # event day -> confirmed frauds
+    # The features of the last window end day: windows close ``delay`` days back, so a
+    # merchant's later transactions on the same day read the same counts (until a label
+    # or a very late transaction lands inside them, which clears this).
+    cached: tuple[int, dict[str, float]] | None = None
 
 
 @dataclass(slots=True)
@@ -104,10 +108,22 @@ class MerchantShard:
 
 
 def merchant_features(m: _Merchant, ts_ms: float, delay_days: float) -> dict[str, float]:
-    """Delayed-window fraud counts and rates of one merchant for a transaction at ts."""
+    """Delayed-window fraud counts and rates of one merchant for a transaction at ts.
+
+    The returned dict may be shared between transactions: do not mutate it."""
     # The last whole day before t - delay: a label is never used earlier than its delay
     # (day buckets make it up to a day later than an exact window would).
     end_day = math.floor((ts_ms - delay_days * DAY_MS) / DAY_MS) - 1
+    cached = getattr(m, "cached", None)  # absent in snapshots from before the cache
+    if cached is not None and cached[0] == end_day:
+        return cached[1]
+    out = window_features(m, end_day)
+    m.cached = (end_day, out)
+    return out
+
+
+def window_features(m: _Merchant, end_day: int) -> dict[str, float]:
+    """Fraud counts and rates over the windows ending on ``end_day`` (no cache)."""
     out: dict[str, float] = {}
     for n in WINDOWS:
         days = range(end_day - n + 1, end_day + 1)
@@ -168,6 +184,7 @@ def on_events(shard: MerchantShard, items: list[Any], s: Settings) -> list[Score
             m = shard.merchants.setdefault(x.merchant_id, _Merchant())
             day = math.floor(x.txn_ts_ms / DAY_MS)
             m.frauds[day] = m.frauds.get(day, 0) + 1
+            m.cached = None
             continue
         t = x.txn
         ts_ms = t.ts.timestamp() * 1000.0
@@ -176,8 +193,11 @@ def on_events(shard: MerchantShard, items: list[Any], s: Settings) -> list[Score
         out.append(rescore(x, merchant_reason(feats, t.merchant_id, s), feats, s))
         day = math.floor(ts_ms / DAY_MS)
         m.txns[day] = m.txns.get(day, 0) + 1
+        if m.cached is not None and day <= m.cached[0]:  # late: inside the cached windows
+            m.cached = None
         if len(m.txns) > horizon:  # drop days no window can reach any more
             for old in sorted(m.txns)[: len(m.txns) - horizon]:
                 m.txns.pop(old, None)
                 m.frauds.pop(old, None)
+            m.cached = None
     return out

@@ -81,3 +81,45 @@ def test_merchant_windows_end_at_the_delay() -> None:
     assert (f["merchant_frauds_1d"], f["merchant_risk_1d"]) == (1.0, 0.5)
     assert (f["merchant_frauds_7d"], f["merchant_risk_7d"]) == (3.0, 0.5)
     assert f["merchant_frauds_30d"] == 3.0, "day 9 is still inside the delay"
+
+
+def test_cached_merchant_windows_equal_a_fresh_count(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Labels, late and out-of-order transactions over 40 days: every row's merchant
+    features equal the windows counted afresh from the merchant's state at that moment."""
+    import random
+
+    import dataflows.merchants as mm
+    from dataflows.merchants import DAY_MS, MerchantLabel, MerchantShard, on_events
+    from schemas.scored import ScoredTransaction
+    from schemas.transaction import Transaction
+
+    checked = [0]
+    cached_fn = mm.merchant_features
+
+    def checking(m: _Merchant, ts_ms: float, delay_days: float) -> dict[str, float]:
+        got = cached_fn(m, ts_ms, delay_days)
+        end_day = int((ts_ms - delay_days * DAY_MS) // DAY_MS) - 1
+        assert got == mm.window_features(m, end_day)
+        checked[0] += 1
+        return got
+
+    monkeypatch.setattr(mm, "merchant_features", checking)
+    rnd = random.Random(4)
+    shard, base = MerchantShard(), T0.timestamp() * 1000.0
+    clock = 0.0
+    for _ in range(3000):
+        clock += rnd.uniform(0, 0.03) * DAY_MS
+        mid = f"m{rnd.randint(0, 4)}"
+        if rnd.random() < 0.15:  # a confirmed fraud of some earlier transaction
+            item: Any = MerchantLabel(mid, base + clock - rnd.uniform(0, 20) * DAY_MS)
+        else:  # now, or up to 15 days late
+            late = rnd.uniform(0, 15) * DAY_MS if rnd.random() < 0.1 else 0.0
+            ts = T0 + timedelta(milliseconds=clock - late)
+            txn = Transaction("t", ts, "u", "c", mid, "grocery", 10.0, "USD", 0.0, 0.0, "US",
+                              "pos")  # fmt: skip
+            item = ScoredTransaction(txn, None, {}, 0.0, 0.0, (), 0.0, "approve", "v", T0)
+        out = on_events(shard, [item], settings)
+        assert len(out) == (0 if isinstance(item, MerchantLabel) else 1)
+    assert checked[0] > 2000
