@@ -26,6 +26,7 @@ transaction of the last ``delay`` days of the shard: ~200 B each.
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +34,11 @@ from typing import Any
 from river import compose, linear_model, optim, preprocessing
 
 from dataflows.fastlr import FastLogReg
+from dataflows.rules import RULE_CODES
 from schemas.scored import Reason, ScoredTransaction
 from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LEARNER_FEATURES",
@@ -50,8 +54,12 @@ LEARNER_FEATURES = (
     "new_device", "hour_share", "log_history", "hst_pct", "merchant_risk_1d",
     "merchant_risk_7d", "merchant_risk_30d", "log_merchant_frauds_7d",
     "log_merchant_frauds_30d", "risk",
+    *(f"rule_{code}" for code in (*RULE_CODES, "compromised_merchant")),
 )  # fmt: skip
-"""Inputs of the supervised model, in tuple order."""
+"""Inputs of the supervised model, in tuple order.  The ``rule_*`` inputs are each
+rule's contribution (0 when it did not fire): the model learns what each rule is worth on
+this traffic, which is how verdicts calibrate the rules."""
+RULE_INPUTS = (*RULE_CODES, "compromised_merchant")
 
 MIN_EXAMPLES = 2000
 """Examples (of all classes) a shard's model learns before its probability counts."""
@@ -60,7 +68,8 @@ LEARNING_RATE = 0.002
 0.002 → 0.49, 0.001 → 0.48 (up-weighting frauds ×5 made it worse: 0.32 at 0.02)."""
 
 
-def learner_input(f: dict[str, float], risk: float = 0.0) -> tuple[float, ...]:
+def learner_input(f: dict[str, float], risk: float = 0.0,
+                  reasons: tuple[Reason, ...] = ()) -> tuple[float, ...]:  # fmt: skip
     """The model inputs from a scored row's features (user, anomaly and merchant ones)
     and its risk so far (rules + HST + merchant rule: the model learns how far to trust
     them here; ch.7 AP 0.49 → 0.53)."""
@@ -85,7 +94,35 @@ def learner_input(f: dict[str, float], risk: float = 0.0) -> tuple[float, ...]:
         g("hour_share", 0.0), lp(hist) if hist > 0 else 0.0, g("hst_pct", 0.0),
         g("merchant_risk_1d", 0.0), g("merchant_risk_7d", 0.0), g("merchant_risk_30d", 0.0),
         lp(f7) if f7 > 0 else 0.0, lp(f30) if f30 > 0 else 0.0, risk,
+        *_rule_inputs(reasons),
     )  # fmt: skip
+
+
+def _rule_inputs(reasons: tuple[Reason, ...]) -> list[float]:
+    if not reasons:
+        return [0.0] * len(RULE_INPUTS)
+    got = {r.code: r.contribution for r in reasons}
+    return [got.get(code, 0.0) for code in RULE_INPUTS]
+
+
+MODEL_TAG = "+lr-v2"
+"""Appended to ``model_version`` on every row the learner scores; bump it whenever
+:data:`LEARNER_FEATURES` changes (v2: the rule inputs)."""
+
+
+def current_model(model: Any) -> FastLogReg:
+    """The learner's model in the current form.  Snapshots of older versions hold a River
+    pipeline (converted: same arithmetic) or another feature list (a fresh model: its
+    weights mean nothing for these inputs; logged, the model relearns from new labels)."""
+    n = len(LEARNER_FEATURES)
+    if isinstance(model, FastLogReg):
+        if len(model.weights) == n:
+            return model
+    elif set(model.steps["LogisticRegression"].weights) == set(LEARNER_FEATURES):
+        return FastLogReg.from_river(model, LEARNER_FEATURES, LEARNING_RATE)
+    log.warning("supervised model restored with other inputs than %s: starting afresh",
+                MODEL_TAG)  # fmt: skip
+    return FastLogReg(n, LEARNING_RATE)
 
 
 def river_model() -> Any:
@@ -160,15 +197,14 @@ def on_learner_events(learner: DelayedLearner, items: list[Any],
     """Take labels, score and queue transactions, in arrival order."""
     from dataflows.merchants import MerchantLabel, rescore
 
-    if not isinstance(learner.model, FastLogReg):  # a snapshot from before FastLogReg
-        learner.model = FastLogReg.from_river(learner.model, LEARNER_FEATURES, LEARNING_RATE)
+    learner.model = current_model(learner.model)
     out = []
     for x in items:
         if isinstance(x, MerchantLabel):
             learner.label(x.txn_id, x.txn_ts_ms)
             continue
         t = x.txn
-        x_in = learner_input(x.features, x.risk_score)
+        x_in = learner_input(x.features, x.risk_score, x.reasons)
         p = learner.score(t.ts.timestamp() * 1000.0, t.txn_id, x_in)
-        out.append(rescore(x, learned_reason(p, s), {"learned_p": round(p, 6)}, s, "+lr-v1"))
+        out.append(rescore(x, learned_reason(p, s), {"learned_p": round(p, 6)}, s, MODEL_TAG))
     return out

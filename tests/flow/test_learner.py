@@ -98,7 +98,7 @@ def test_flow_uses_labels_only_after_the_delay(settings: Settings) -> None:
     legit = [r.features["learned_p"] for r in late if r.txn.amount != 700.0]
     pairs = sum(f > g for f in frauds for g in legit) / (len(frauds) * len(legit))
     assert pairs > 0.8, f"AUC of learned_p on the last day {pairs:.2f}"
-    assert all(r.model_version.endswith("+lr-v1") for r in rows)
+    assert all(r.model_version.endswith("+lr-v2") for r in rows)
     assert any(x.code == "learned_pattern" for r in late for x in r.reasons)
 
 

@@ -54,3 +54,18 @@ def test_converts_a_river_model_and_survives_pickling() -> None:
         ref.learn_one(d, y)
         fast.learn(x, y)
     assert (fast.weights, fast.intercept) == _river_state(ref)
+
+
+def test_restored_models_of_other_versions_are_upgraded_or_restarted() -> None:
+    from dataflows.learner import current_model
+
+    fast = FastLogReg(N, LEARNING_RATE)
+    assert current_model(fast) is fast
+    old_inputs = FastLogReg(N - 3, LEARNING_RATE)  # a snapshot from another feature list
+    fresh = current_model(old_inputs)
+    assert len(fresh.weights) == N and fresh.count == 0
+    ref = river_model()
+    for x, y in _stream(50):
+        ref.learn_one(dict(zip(LEARNER_FEATURES, x, strict=True)), y)
+    converted = current_model(ref)
+    assert converted.weights == _river_state(ref)[0] and converted.count == 50
