@@ -22,6 +22,7 @@ def test_bench_quick_writes_the_table(tmp_path: Path) -> None:
         "1. River HST",
         "2. flow, memory",
         "2 processes",
+        "64 shards, 2 processes",
         "3. broker → flow",
         "produce→alert latency",
         "4. memory",
