@@ -94,6 +94,12 @@ class NumpyHST:
         self._thr_l: list[list[float]] = self.thr.tolist()
         self._r_l: list[list[int]] = self.r_mass.tolist()
         self._pending: list[int] = []  # visited flat node ids not yet added to l_mass
+        # Flat views and per-tree offsets: 1-D ``take`` costs a fraction of 2-D fancy
+        # indexing, which dominated a batch of tens of rows.
+        self._feat_f = self.feat.ravel()
+        self._thr_f = self.thr.ravel()
+        self._ibase = np.arange(self.n_trees, dtype=np.intp) * self.feat.shape[1]
+        self._mbase = np.arange(self.n_trees, dtype=np.intp) * self.l_mass.shape[1]
 
     def __getstate__(self) -> dict:
         self._flush()
@@ -179,13 +185,14 @@ class NumpyHST:
     def _walk(self, x: np.ndarray) -> list[np.ndarray]:
         """Node index per depth (0..height) and tree of every row: shape (n, trees)."""
         n, trees = len(x), self.n_trees
-        tree_ix = np.arange(trees)
-        rows = np.arange(n)[:, None]
+        xf = np.ascontiguousarray(x).ravel()
+        roff = (np.arange(n, dtype=np.intp) * x.shape[1])[:, None]
+        feat, thr, ibase = self._feat_f, self._thr_f, self._ibase
         node = np.zeros((n, trees), dtype=np.intp)
         path = [node]
         for _ in range(self.height):
-            f = self.feat[tree_ix, node]
-            right = x[rows, f] >= self.thr[tree_ix, node]  # River: left iff value < threshold
+            ix = node + ibase
+            right = xf.take(roff + feat.take(ix)) >= thr.take(ix)  # River: left iff < thr
             node = 2 * node + 1 + right
             path.append(node)
         return path
@@ -193,23 +200,22 @@ class NumpyHST:
     def _segment(self, x: np.ndarray, xl: np.ndarray) -> list[float]:
         """Score rows ``x`` then learn ``xl``, all inside the current window."""
         n, trees = len(x), self.n_trees
-        tree_ix = np.arange(trees)
         path = self._walk(x)
         scores = self._score(path, n) if not self.first_window else [0.0] * n
         if xl is not x:
             path = self._walk(xl)
         n_nodes = self.l_mass.shape[1]
-        flat = (np.stack(path) + tree_ix * n_nodes).ravel()
+        flat = (np.stack(path) + self._mbase).ravel()
         self.l_mass += np.bincount(flat, minlength=trees * n_nodes).reshape(trees, n_nodes)
         return scores
 
     def _score(self, path: list[np.ndarray], n: int) -> list[float]:
-        tree_ix = np.arange(self.n_trees)
         limit = SIZE_LIMIT_SHARE * self.window_size
         total = np.zeros(n, dtype=np.int64)
         alive = np.ones((n, self.n_trees), dtype=bool)
+        r_f, mbase = self.r_mass.ravel(), self._mbase
         for depth, node in enumerate(path):
-            r = self.r_mass[tree_ix, node]
+            r = r_f.take(node + mbase)
             total += np.where(alive, r << depth, 0).sum(axis=1)
             alive &= r >= limit
         return (1.0 - total / self.max_score).tolist()
