@@ -14,7 +14,7 @@ from generators.synth import GeneratorConfig
 from schemas.transaction import TRANSACTION_SPECS, decode_event, decode_event_checked
 
 ODD_VALUES: tuple[Any, ...] = (
-    None, True, False, 0, 1, -1, 5, 0.0, -0.5, 1e9, 1e9 + 1, 1e400, -91.0, 90.0, 180.0,
+    None, True, False, 0, 1, 1.0, 2, -1, 5, 0.0, -0.5, 1e9, 1e9 + 1, 1e400, -91.0, 90.0, 180.0,
     181, "", "x", "x" * 64, "x" * 65, "1", "USD", "usd", "XX", "us", "US", "É", "pos",
     "POS", "ecom", "10.0.0.1", "::1", "1", "not an ip!", [], {}, ["a"], {"a": 1},
     "2026-01-05T10:00:00Z", "2026-01-05T10:00:00.123+02:00", "2026-01-05 10:00:00+00:00",
