@@ -48,18 +48,19 @@ __all__ = [
     "on_learner_events",
 ]
 
+RULE_INPUTS = (*RULE_CODES, "compromised_merchant")
+"""Rules whose contribution is a model input (``rule_<code>``, 0 when it did not fire)."""
 LEARNER_FEATURES = (
     "amount_usd", "log_amount", "amount_z", "log_cnt_1m", "log_cnt_10m", "log_cnt_1h",
     "log_cnt_24h", "log_sum_24h", "small_10m", "log_km_prev", "log_speed", "new_country",
     "new_device", "hour_share", "log_history", "hst_pct", "merchant_risk_1d",
     "merchant_risk_7d", "merchant_risk_30d", "log_merchant_frauds_7d",
     "log_merchant_frauds_30d", "risk",
-    *(f"rule_{code}" for code in (*RULE_CODES, "compromised_merchant")),
+    *(f"rule_{code}" for code in RULE_INPUTS),
 )  # fmt: skip
 """Inputs of the supervised model, in tuple order.  The ``rule_*`` inputs are each
 rule's contribution (0 when it did not fire): the model learns what each rule is worth on
 this traffic, which is how verdicts calibrate the rules."""
-RULE_INPUTS = (*RULE_CODES, "compromised_merchant")
 
 MIN_EXAMPLES = 2000
 """Examples (of all classes) a shard's model learns before its probability counts."""
