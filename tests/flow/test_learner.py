@@ -118,3 +118,16 @@ def test_analyst_verdicts_are_labels_for_the_model_only() -> None:
     assert parse_label(review("false_positive"), fixed_clock) is None
     bad = parse_label(b'{"verdict": "confirmed_fraud", "schema_version": 9}', fixed_clock)
     assert isinstance(bad, DeadLetter) and "schema_version" in bad.error_message
+
+
+def test_each_rule_contribution_is_an_input_of_its_own() -> None:
+    from dataflows.learner import learner_input
+    from schemas.scored import Reason
+
+    reasons = (Reason("velocity", "6 in 1 min", 0.6), Reason("compromised_merchant", "m", 0.3))
+    x = dict(zip(LEARNER_FEATURES, learner_input({"amount_usd": 10.0}, 0.72, reasons),
+                 strict=True))  # fmt: skip
+    assert (x["rule_velocity"], x["rule_compromised_merchant"], x["risk"]) == (0.6, 0.3, 0.72)
+    assert x["rule_card_testing"] == 0.0 and x["amount_usd"] == 10.0
+    none = learner_input({}, 0.0)
+    assert len(none) == len(LEARNER_FEATURES) and not any(none)
