@@ -101,12 +101,18 @@ class NumpyHST:
         self._ibase = np.arange(self.n_trees, dtype=np.intp) * self.feat.shape[1]
         self._mbase = np.arange(self.n_trees, dtype=np.intp) * self.l_mass.shape[1]
 
+    _STATE = ("features", "n_trees", "height", "window_size", "feat", "thr", "l_mass",
+              "r_mass", "counter", "first_window", "max_score")  # fmt: skip
+
     def __getstate__(self) -> dict:
+        # Attribute by attribute, never ``self.__dict__``: on CPython 3.11 reading an
+        # instance's __dict__ materialises it and every later attribute access is slower.
         self._flush()
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return {k: getattr(self, k) for k in self._STATE}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        for k, v in state.items():
+            setattr(self, k, v)
         self._lists()
 
     def _flush(self) -> None:

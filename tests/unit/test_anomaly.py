@@ -61,3 +61,29 @@ def test_feature_names_are_what_the_model_is_fed() -> None:
     from dataflows.anomaly import FEATURE_NAMES
 
     assert tuple(scale_features(BASE)) == FEATURE_NAMES
+
+
+def test_snapshots_restore_the_same_model_without_touching_the_live_one() -> None:
+    """A pickled shard model (River trees as masses, numpy arrays) continues exactly as
+    the uninterrupted one, whichever window phase it was cut in; and pickling leaves the
+    live River nodes without a materialised ``__dict__`` (it made tree walks ~55 %
+    slower on CPython 3.11)."""
+    import gc
+    import pickle
+
+    for engine in ("river", "numpy"):
+        for cut in (0, 30, 50, 130, 777):
+            xs = _stream(1000, seed=cut)
+            live = ShardModel(10, 6, 50, 42, warmup=0, calib=100, engine=engine,
+                              features=("a", "b"))  # fmt: skip
+            ref = ShardModel(10, 6, 50, 42, warmup=0, calib=100, engine=engine,
+                             features=("a", "b"))  # fmt: skip
+            head = [live.score_learn(x) for x in xs[:cut]]
+            assert head == [ref.score_learn(x) for x in xs[:cut]]
+            back = pickle.loads(pickle.dumps(live, protocol=pickle.HIGHEST_PROTOCOL))
+            rest = [back.score_learn(x) for x in xs[cut:]]
+            assert rest == [ref.score_learn(x) for x in xs[cut:]], (engine, cut)
+            assert [live.score_learn(x) for x in xs[cut:]] == rest
+            if engine == "river" and live.hst.trees:  # type: ignore[union-attr]
+                node = live.hst._tree_nodes[0][1]  # type: ignore[union-attr]
+                assert not any(type(r) is dict and "l_mass" in r for r in gc.get_referents(node))
