@@ -374,7 +374,8 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str,
     no_fb = fast.model_copy(update={"feedback_input": False})
     for label, st in (("River", river), ("numpy", fast), ("numpy, no feedback loop", no_fb)):
         e2e = end_to_end(st, cfg.e2e_events)
-        loop = "feedback loop on (merchant + learner steps)" if st.feedback_input else \
+        loop = ("feedback loop on (merchant + learner steps; no verdicts in this stream: "
+                "the learner queues and learns, never predicts)") if st.feedback_input else \
             "detection only (no labels input)"  # fmt: skip
         rows.append((f"3. broker → flow → alerts topic + chDB, sustained, {label}",
                      f"{e2e:,.0f} events/s",
