@@ -37,8 +37,11 @@ def _demo(path: Path, seconds: int, *extra: str) -> tuple[str, list[int]]:
     """Run ``fraud demo`` for ``seconds``; poll the dashboard's pages while it runs."""
     port = _free_port()
     proc = subprocess.Popen(
+        # 5 % fraud: 20 s at 150 tx/s is ~3,000 events, and at the demo's 2 % a run
+        # could end before any fraud incident had fired a rule (seen once in CI).
         [sys.executable, "-m", "dataflows.cli", "demo", "--seconds", str(seconds), "--port",
-         str(port), "--rate", "150", "--set", f"clickhouse_url=chdb://{path}", *extra],
+         str(port), "--rate", "150", "--fraud-rate", "0.05",
+         "--set", f"clickhouse_url=chdb://{path}", *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     codes: list[int] = []
