@@ -331,10 +331,11 @@ def _run_kafka(s: Settings, store: bool) -> int:
     """Score the Kafka topic in-process (for a cluster use python -m bytewax.run)."""
     from bytewax.run import cli_main
 
-    from dataflows.io import CallbackSink
+    from dataflows.io import CallbackSink, stop_on_signals
     from dataflows.kafka import kafka_flow
     from generators.stream import Progress
 
+    stop = stop_on_signals()  # Ctrl-C / SIGTERM: end the input, flush, return
     prog = Progress(f"scored from {s.topic_transactions}")
     flagged = [0]
 
@@ -345,7 +346,7 @@ def _run_kafka(s: Settings, store: bool) -> int:
     sinks: list[Any] = [CallbackSink(on_rows)]
     if store:
         sinks.append(_store_sink(s))
-    cli_main(kafka_flow(s, sinks), epoch_interval=None)
+    cli_main(kafka_flow(s, sinks, stop=stop), epoch_interval=None)
     prog.done(f"flagged {flagged[0]:,}")
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import _thread
 import logging
 import shutil
-import signal
 import statistics
 import sys
 import threading
@@ -124,7 +123,7 @@ def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = Fa
     from dash_app.app import create_app, feedback_publisher
     from dataflows.chsink import clickhouse_sink
     from dataflows.embedded import EmbeddedBroker
-    from dataflows.io import CallbackSink
+    from dataflows.io import CallbackSink, stop_on_signals
     from dataflows.kafka import create_topics, kafka_flow
 
     if s.clickhouse_url.startswith("chdb:") and fresh:
@@ -132,8 +131,9 @@ def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = Fa
         if raw is not None and Path(raw).exists():
             shutil.rmtree(raw)
             print(f"--fresh: deleted {Path(raw).resolve()}", file=sys.stderr)
-    # SIGTERM (docker stop, kill) takes the same clean path as Ctrl-C: no orphan broker.
-    signal.signal(signal.SIGTERM, lambda *_: _thread.interrupt_main())
+    # Ctrl-C, SIGTERM (docker stop, kill) and --seconds end the inputs: the flow closes
+    # its epoch, flushes ClickHouse and returns (no orphan broker, no lost rows).
+    stop = stop_on_signals()
     broker = None if s.brokers else EmbeddedBroker().start()
     c = _Counters()
     try:
@@ -167,7 +167,7 @@ def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = Fa
         threading.Thread(target=_watch, args=(Store.from_settings(s), c, 2.0, url),
                          daemon=True, name="status").start()  # fmt: skip
         if seconds is not None:
-            timer = threading.Timer(seconds, _thread.interrupt_main)
+            timer = threading.Timer(seconds, stop.set)
             timer.daemon = True  # must not keep the process alive after Ctrl-C
             timer.start()
 
@@ -176,7 +176,7 @@ def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = Fa
             c.flagged += sum(r.flagged for r in batch)
 
         try:
-            cli_main(kafka_flow(s, [clickhouse_sink(s), CallbackSink(count)]),
+            cli_main(kafka_flow(s, [clickhouse_sink(s), CallbackSink(count)], stop=stop),
                      epoch_interval=timedelta(seconds=2))  # fmt: skip
         except BaseException as e:  # Ctrl-C arrives wrapped in bytewax's runtime error
             if not _interrupted(e):

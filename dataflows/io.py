@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-__all__ = ["CallbackSink", "IterSource", "PartitionedSource", "jsonl_lines"]
+__all__ = ["CallbackSink", "IterSource", "PartitionedSource", "StoppableSource", "jsonl_lines",
+           "stop_on_signals"]  # fmt: skip
 
 X = TypeVar("X")
 BATCH = 1000
@@ -85,6 +86,65 @@ class PartitionedSource(FixedPartitionedSource[Any, int]):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _IterPartition:
         items = self.parts[int(for_part)]
         return _IterPartition(iter(items), resume_state or 0, self.batch, None)
+
+
+class _StoppablePartition(StatefulSourcePartition[Any, Any]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], stop: Any) -> None:
+        self.inner, self.stop = inner, stop
+
+    def next_batch(self) -> list[Any]:
+        if self.stop.is_set():
+            raise StopIteration
+        return self.inner.next_batch()
+
+    def next_awake(self) -> Any:
+        return self.inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class StoppableSource(FixedPartitionedSource[Any, Any]):
+    """``inner`` until ``stop`` (a ``threading.Event``) is set, then end of input.
+
+    A tailing Kafka source never ends; interrupting bytewax instead (Ctrl-C) unwinds
+    through its Rust runtime, which prints a panic.  Ending the input lets the flow close
+    its epoch and flush every sink, then return normally."""
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any], stop: Any) -> None:
+        self.inner, self.stop = inner, stop
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _StoppablePartition:
+        return _StoppablePartition(self.inner.build_part(step_id, for_part, resume_state),
+                                   self.stop)  # fmt: skip
+
+
+def stop_on_signals() -> Any:
+    """A ``threading.Event`` set by the first Ctrl-C or SIGTERM, for
+    :class:`StoppableSource`; a second Ctrl-C interrupts at once.  Main thread only."""
+    import _thread
+    import signal
+    import sys
+    import threading
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            _thread.interrupt_main()
+            return
+        print("\nstopping: flushing the last rows...", file=sys.stderr, flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
 
 
 def jsonl_lines(path: Path) -> Iterator[bytes]:

@@ -130,11 +130,13 @@ def kafka_flow(
     *,
     tail: bool | None = None,
     clock: Callable[[], datetime] = utc_now,
+    stop: Any = None,
 ) -> Dataflow:
     """The production flow: ``transactions`` → score → ``fraud-alerts`` / DLQ / rows.
 
     Reads every partition from the recovered position (or the beginning); a consumer
-    error on a message becomes a dead letter, not a crash.
+    error on a message becomes a dead letter, not a crash.  With ``stop`` (a
+    ``threading.Event``) the inputs end once it is set: the flow flushes and returns.
     """
     brokers = _brokers(s)
     cons = consumer_config(s)
@@ -155,6 +157,11 @@ def kafka_flow(
                              starting_offset=OFFSET_BEGINNING,
                              add_config={k: str(v) for k, v in cons.items()},
                              batch_size=1000, raise_on_errors=False)  # fmt: skip
+    if stop is not None:
+        from dataflows.io import StoppableSource
+
+        source = StoppableSource(source, stop)
+        labels = None if labels is None else StoppableSource(labels, stop)
     return build_flow(
         s,
         source,
