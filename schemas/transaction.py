@@ -207,7 +207,7 @@ def _check(spec: FieldSpec, value: Any) -> Any:
             raise _Invalid("invalid_value", f"{name}={value!r} is not an ISO 4217 code", name)
         return value
     if kind == "country":
-        if type(value) is not str or len(value) != 2 or not value.isascii() or not value.isupper():
+        if type(value) is not str or not _country_ok(value):
             raise _Invalid("invalid_value", f"{name}={value!r} is not ISO 3166 alpha-2", name)
         return value
     if kind == "enum":
@@ -215,7 +215,7 @@ def _check(spec: FieldSpec, value: Any) -> Any:
             raise _Invalid("invalid_value", f"{name}={value!r} not one of {spec.choices}", name)
         return value
     if kind == "ip":
-        if type(value) is not str or not (2 <= len(value) <= 45) or not _IP_CHARS.issuperset(value):
+        if type(value) is not str or not _ip_ok(value):
             raise _Invalid("invalid_value", f"{name}={value!r} is not an IP address", name)
         return value
     if kind == "int":
@@ -268,18 +268,16 @@ def decode_event(
     :func:`decode_event_checked`, which names the reason.  Both accept exactly the same
     messages with the same values (a test compares them on valid and mutated events).
     """
-    if raw is None:
-        return DecodeError("null_value", "message value is null (tombstone)")
-    if len(raw) > max_bytes:
-        return DecodeError("too_large", f"message is {len(raw)} bytes, limit {max_bytes}")
+    if raw is None or len(raw) > max_bytes:
+        return _refused(raw, max_bytes)
     try:
         w = _WIRE_DECODER.decode(raw)
     except msgspec.MsgspecError:
-        return decode_event_checked(raw, max_bytes)
+        return _decode_fields(raw)
     ts = _ts_fast(w.ts)
     if (ts is None or w.schema_version != TRANSACTION_VERSION or w.currency not in ISO_4217
             or not _country_ok(w.country) or (w.ip is not None and not _ip_ok(w.ip))):  # fmt: skip
-        return decode_event_checked(raw, max_bytes)
+        return _decode_fields(raw)
     txn = Transaction(w.txn_id, ts, w.user_id, w.card_id, w.merchant_id, w.merchant_category,
                       w.amount, w.currency, w.lat, w.lon, w.country, w.channel, w.device_id,
                       w.ip)  # fmt: skip
@@ -292,10 +290,19 @@ def decode_event_checked(
 ) -> tuple[Transaction, Label | None] | DecodeError:
     """:func:`decode_event` field by field: the reference, and the path that explains
     a refusal (reason code, message, field)."""
+    if raw is None or len(raw) > max_bytes:
+        return _refused(raw, max_bytes)
+    return _decode_fields(raw)
+
+
+def _refused(raw: bytes | str | None, max_bytes: int) -> DecodeError:
+    """Why a message is refused before parsing (null or oversized)."""
     if raw is None:
         return DecodeError("null_value", "message value is null (tombstone)")
-    if len(raw) > max_bytes:
-        return DecodeError("too_large", f"message is {len(raw)} bytes, limit {max_bytes}")
+    return DecodeError("too_large", f"message is {len(raw)} bytes, limit {max_bytes}")
+
+
+def _decode_fields(raw: bytes | str) -> tuple[Transaction, Label | None] | DecodeError:
     try:
         d = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
