@@ -34,11 +34,14 @@ browser:
 ## README command 2: the whole test suite (starts the services it needs itself).
 test: $(VENV)/.synced browser
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 fmt: $(VENV)/.synced
 	$(VENV)/bin/ruff check --fix .
@@ -68,7 +71,7 @@ bench: $(VENV)/.synced
 
 ## Screenshots of the live demo for the docs (docs/img/*.png).
 screenshots: $(VENV)/.synced browser
-	$(VENV)/bin/python -m dash_app.screenshots --out docs/img
+	$(VENV)/bin/python -m tests.tools.screenshots --out docs/img
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import dash
@@ -17,35 +18,12 @@ from flask import Response, request
 
 from clickhouse.store import Store
 from dash_app.context import AppContext, set_context
-from schemas.scored import Review, encode_review
+from schemas.scored import Review
 from schemas.settings import Settings
 
-__all__ = ["create_app", "feedback_publisher"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-
-def feedback_publisher(s: Settings):  # -> Callable[[list[Review]], None] | None
-    """Publishes verdicts to the feedback topic (key user_id), or None without a broker."""
-    if not s.brokers or not s.dash_publish_feedback:
-        return None
-    from dataflows.kafka import make_producer
-
-    producer = make_producer(s)
-
-    def publish(reviews: list[Review]) -> None:
-        for r in reviews:
-            producer.produce(
-                s.topic_feedback,
-                key=r.user_id.encode(),
-                value=encode_review(r),
-                headers={"schema-version": b"1", "content-type": b"application/json"},
-            )
-        left = producer.flush(5.0)
-        if left:
-            raise RuntimeError(f"{left} verdict(s) not acknowledged by {s.brokers} within 5 s")
-
-    return publish
 
 
 def _check_login(users: dict[str, str]) -> Response | None:
@@ -62,8 +40,16 @@ def _check_login(users: dict[str, str]) -> Response | None:
     return Response("Login required", 401, {"WWW-Authenticate": 'Basic realm="fraud"'})
 
 
-def create_app(s: Settings, store: Store | None = None, publish=None) -> Dash:
-    """The analyst app over ``store`` (default: the configured ClickHouse)."""
+def create_app(
+    s: Settings,
+    store: Store | None = None,
+    publish: Callable[[list[Review]], None] | None = None,
+) -> Dash:
+    """The analyst app over ``store`` (default: the configured ClickHouse).
+
+    ``publish`` sends recorded verdicts on to the feedback topic; the caller injects it
+    (see ``dataflows.connectors.kafka.feedback_publisher``) so the app needs no broker code.
+    """
     set_context(AppContext(s, store or Store.from_settings(s), publish))
     app = Dash(
         __name__,

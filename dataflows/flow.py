@@ -22,7 +22,6 @@ from __future__ import annotations
 import pickle
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -32,20 +31,33 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from dataflows.scoring import Shard, new_shard, score_batch
+from dataflows.connectors.encoded import Encoded
+from dataflows.connectors.kafka import alert_message, dlq_message, kafka_sink, kafka_source
+from dataflows.connectors.local import StoppableSource
+from dataflows.detection.learner import DelayedLearner, on_learner_events
+from dataflows.detection.merchants import MerchantLabel, MerchantShard, on_events, parse_label
+from dataflows.detection.scoring import Shard, new_shard, score_batch
 from schemas.scored import Alert, DeadLetter, ScoredTransaction
 from schemas.settings import Settings
 from schemas.transaction import DecodeError, Label, Transaction, decode_event
+from schemas.units import DAY_MS, utc_now
 
-__all__ = ["Encoded", "Parsed", "build_flow", "parse_message", "shard_of", "tune_gc", "utc_now"]
+__all__ = [
+    "Encoded",
+    "Parsed",
+    "StepLogic",
+    "build_flow",
+    "kafka_flow",
+    "parse_message",
+    "shard_of",
+    "stateful_step",
+    "tune_gc",
+    "utc_now",
+]
 
-X = TypeVar("X")
+S = TypeVar("S")
 Parsed = tuple[Transaction, Label | None, datetime]
 """A decoded event, its optional label and when it entered the system (ingested_at)."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 GC_THRESHOLDS = (10_000, 20, 20)
@@ -67,14 +79,6 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-@dataclass(frozen=True)
-class Encoded(Generic[X]):
-    """A sink plus the function that turns the flow's objects into its items."""
-
-    sink: Sink[Any]
-    encode: Callable[[X], Any]
-
-
 def parse_message(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Parsed | DeadLetter:
     """Decode one input item: raw bytes/str, or a Kafka message with key/value/offset."""
     ingested: datetime | None = None
@@ -83,8 +87,9 @@ def parse_message(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Par
     elif hasattr(item, "err"):  # a consumer error on one message (bytewax KafkaError)
         m = item.msg
         err = DecodeError("consumer_error", f"Kafka consumer error: {item.err}")
-        return DeadLetter.of(err, m.key, m.value, m.topic or "", m.partition or -1,
-                             m.offset or -1, now())  # fmt: skip
+        return DeadLetter.of(
+            err, m.key, m.value, m.topic or "", m.partition or -1, m.offset or -1, now()
+        )
     else:
         key, value = item.key, item.value
         topic, part, offset = item.topic or "", item.partition, item.offset
@@ -110,26 +115,42 @@ def shard_of(user_id: str, shards: int) -> str:
     return str(zlib.crc32(user_id.encode()) % shards)
 
 
-class ShardLogic(StatefulBatchLogic[Parsed, ScoredTransaction, bytes | None]):
-    """Scores a batch of one shard's events in order; snapshots as one pickle."""
+class StepLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
+    """The one stateful logic of every step: ``fn(state, batch)`` over a picklable state.
 
-    def __init__(
-        self, s: Settings, shard: Shard, now: Callable[[], datetime], snapshots: bool
-    ) -> None:
-        self.s = s
-        self.shard = shard
-        self.now = now
-        self.snapshots = snapshots
+    Scoring, merchant risk and the learner differ only in their state and their batch
+    function, so they share this: state is restored by unpickling the resume snapshot
+    (or built fresh by ``fresh``) and snapshotted as one pickle, only when recovery is on
+    (bytewax takes snapshots every epoch even when nothing reads them; a pickle is ~10x
+    cheaper than the deepcopy it would do otherwise).
+    """
 
-    def on_batch(self, values: list[Parsed]) -> tuple[list[ScoredTransaction], bool]:
-        return score_batch(self.shard, values, self.s, self.now()), StatefulBatchLogic.RETAIN
+    def __init__(self, state: S, fn: Callable[[S, list[Any]], list[Any]], snapshots: bool) -> None:
+        self.state, self.fn, self.snapshots = state, fn, snapshots
+
+    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
+        return self.fn(self.state, values), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
-        # Without recovery nothing reads snapshots, yet bytewax still takes them every
-        # epoch: skip the work.  With recovery a pickle is ~10x cheaper than deepcopy.
         if not self.snapshots:
             return None
-        return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def stateful_step(
+    step_id: str,
+    stream: Stream[tuple[str, Any]],
+    fresh: Callable[[], S],
+    fn: Callable[[S, list[Any]], list[Any]],
+    snapshots: bool,
+) -> Stream[Any]:
+    """A keyed ``stateful_batch`` running :class:`StepLogic`, with its key removed."""
+
+    def builder(resume: bytes | None) -> StepLogic[S]:
+        state = pickle.loads(resume) if resume is not None else fresh()
+        return StepLogic(state, fn, snapshots)
+
+    return op.key_rm(f"{step_id}_unkey", op.stateful_batch(step_id, stream, builder))
 
 
 def _emit(step_id: str, stream: Stream[Any], sink: Sink[Any] | Encoded[Any]) -> None:
@@ -139,11 +160,14 @@ def _emit(step_id: str, stream: Stream[Any], sink: Sink[Any] | Encoded[Any]) -> 
     op.output(step_id, stream, sink)
 
 
+RowSinks = Sink[Any] | Encoded[ScoredTransaction] | Sequence[Sink[Any] | Encoded[Any]]
+
+
 def build_flow(
     s: Settings,
     source: Source[Any],
     alert_sink: Sink[Any] | Encoded[Alert],
-    row_sink: Sink[Any] | Encoded[ScoredTransaction] | Sequence[Sink[Any] | Encoded[Any]],
+    row_sink: RowSinks,
     dlq_sink: Sink[Any] | Encoded[DeadLetter],
     *,
     clock: Callable[[], datetime] = utc_now,
@@ -154,8 +178,8 @@ def build_flow(
 
     ``row_sink`` may be several sinks (e.g. ClickHouse plus a progress counter); each
     receives every scored transaction.  With a ``labels`` source (confirmed frauds, see
-    :mod:`dataflows.merchants`) a merchant-keyed step adds delayed merchant risk to the
-    score; without one the topology is unchanged.
+    :mod:`dataflows.detection.merchants`) a merchant-keyed step adds delayed merchant risk
+    and the learner to the score; without one the topology is unchanged.
     """
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
@@ -168,12 +192,12 @@ def build_flow(
     keyed = op.key_on("shard", split.trues, lambda p: shard_of(p[0].user_id, shards))
     snapshots = s.recovery_dir is not None
 
-    def builder(resume: bytes | None, _s: Settings = s) -> ShardLogic:
-        return ShardLogic(_s, _restore(resume, _s), clock, snapshots)
+    def score(shard: Shard, batch: list[Parsed]) -> list[ScoredTransaction]:
+        return score_batch(shard, batch, s, clock())
 
-    scored = op.key_rm("unkey", op.stateful_batch("score", keyed, builder))
+    scored = stateful_step("score", keyed, lambda: new_shard(s), score, snapshots)
     if labels is not None:
-        scored = _merchant_step(flow, s, scored, labels, clock, dlq_sink)
+        scored = _feedback_steps(flow, s, scored, labels, clock, dlq_sink)
     sinks = row_sink if isinstance(row_sink, Sequence) else [row_sink]
     for i, sink in enumerate(sinks):
         _emit("rows" if i == 0 else f"rows_{i}", scored, sink)
@@ -182,7 +206,7 @@ def build_flow(
     return flow
 
 
-def _merchant_step(
+def _feedback_steps(
     flow: Dataflow,
     s: Settings,
     scored: Stream[ScoredTransaction],
@@ -190,9 +214,8 @@ def _merchant_step(
     clock: Callable[[], datetime],
     dlq_sink: Sink[Any] | Encoded[DeadLetter],
 ) -> Stream[ScoredTransaction]:
-    """Merge confirmed-fraud labels with scored transactions by merchant and rescore."""
-    from dataflows.merchants import MerchantLabel, MerchantShard, on_events, parse_label
-
+    """Merge confirmed-fraud labels with scored transactions by merchant and rescore;
+    then, unless ``learner_weight`` is 0, the supervised learner over the whole stream."""
     raw = op.input("labels", flow, labels)
     decoded = op.filter_map("labels_parse", raw, lambda x: parse_label(x, clock))
     parsed = op.branch("labels_valid", decoded, lambda x: isinstance(x, MerchantLabel))
@@ -205,47 +228,52 @@ def _merchant_step(
         return shard_of(mid, shards)
 
     keyed = op.key_on("merchant_shard", both, merchant_of)
+    snapshots = s.recovery_dir is not None
 
-    def builder(resume: bytes | None, _s: Settings = s) -> _MerchantLogic:
-        return _MerchantLogic(_s, pickle.loads(resume) if resume else MerchantShard(),
-                              on_events, s.recovery_dir is not None)  # fmt: skip
+    def merchant_risk(state: MerchantShard, batch: list[Any]) -> list[ScoredTransaction]:
+        return on_events(state, batch, s)
 
-    enriched = op.key_rm("merchant_unkey", op.stateful_batch("merchant", keyed, builder))
+    enriched = stateful_step("merchant", keyed, MerchantShard, merchant_risk, snapshots)
     if s.learner_weight <= 0:
         return enriched
-    return _learner_step(s, enriched, parsed.trues)
-
-
-def _learner_step(s: Settings, scored: Stream[ScoredTransaction],
-                  labels: Stream[Any]) -> Stream[ScoredTransaction]:  # fmt: skip
-    """One supervised model for the whole stream (see :mod:`dataflows.learner`)."""
-    from dataflows.learner import DelayedLearner, on_learner_events
-    from dataflows.merchants import DAY_MS
-
-    both = op.merge("learner_in", scored, labels)
+    # One supervised model for the whole stream (see dataflows.detection.learner).
+    both = op.merge("learner_in", enriched, parsed.trues)
     keyed = op.key_on("learner_key", both, lambda _: "learner")
     delay_ms = s.label_delay_days * DAY_MS
 
-    def builder(resume: bytes | None, _s: Settings = s) -> _MerchantLogic:
-        state = pickle.loads(resume) if resume else DelayedLearner(delay_ms)
-        return _MerchantLogic(_s, state, on_learner_events, s.recovery_dir is not None)
+    def learn(state: DelayedLearner, batch: list[Any]) -> list[ScoredTransaction]:
+        return on_learner_events(state, batch, s)
 
-    return op.key_rm("learner_unkey", op.stateful_batch("learner", keyed, builder))
-
-
-class _MerchantLogic(StatefulBatchLogic[Any, ScoredTransaction, bytes | None]):
-    def __init__(self, s: Settings, shard: Any, fn: Callable[..., list[ScoredTransaction]],
-                 snapshots: bool) -> None:  # fmt: skip
-        self.s, self.shard, self.fn, self.snapshots = s, shard, fn, snapshots
-
-    def on_batch(self, values: list[Any]) -> tuple[list[ScoredTransaction], bool]:
-        return self.fn(self.shard, values, self.s), StatefulBatchLogic.RETAIN
-
-    def snapshot(self) -> bytes | None:
-        return pickle.dumps(self.shard, pickle.HIGHEST_PROTOCOL) if self.snapshots else None
+    return stateful_step("learner", keyed, lambda: DelayedLearner(delay_ms), learn, snapshots)
 
 
-def _restore(resume: bytes | None, s: Settings) -> Shard:
-    if resume is None:
-        return new_shard(s)
-    return pickle.loads(resume)
+def kafka_flow(
+    s: Settings,
+    row_sink: RowSinks,
+    *,
+    tail: bool | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    stop: Any = None,
+) -> Dataflow:
+    """The production flow: ``transactions`` → score → ``fraud-alerts`` / DLQ / rows.
+
+    Reads every partition from the recovered position (or the beginning); a consumer
+    error on a message becomes a dead letter, not a crash.  With ``stop`` (a
+    ``threading.Event``) the inputs end once it is set: the flow flushes and returns.
+    """
+    tail = s.kafka_tail if tail is None else tail
+    source = kafka_source(s, s.topic_transactions, tail)
+    labels = kafka_source(s, s.topic_feedback, tail) if s.feedback_input else None
+    if stop is not None:
+        source = StoppableSource(source, stop)
+        labels = None if labels is None else StoppableSource(labels, stop)
+    return build_flow(
+        s,
+        source,
+        Encoded(kafka_sink(s, s.topic_alerts), alert_message),
+        row_sink,
+        Encoded(kafka_sink(s, s.topic_dlq), dlq_message),
+        clock=clock,
+        flow_id="fraud_kafka",
+        labels=labels,
+    )

@@ -13,8 +13,8 @@ import logging
 from bytewax.dataflow import Dataflow
 
 from clickhouse.store import Store, migrate
-from dataflows.chsink import clickhouse_sink
-from dataflows.kafka import kafka_flow
+from dataflows.connectors.chsink import clickhouse_sink
+from dataflows.flow import kafka_flow
 from schemas.settings import load_settings
 
 __all__ = ["get_flow"]

@@ -55,8 +55,12 @@ class Progress:
     def _print(self, extra: str, end: str = "\r") -> None:
         dt = max(time.monotonic() - self.t0, 1e-9)
         tot = f"/{self.total:,}" if self.total else ""
-        print(f"{self.label}: {self.n:,}{tot} events, {self.n / dt:,.0f}/s, {dt:.0f}s {extra}   ",
-              end=end, file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"{self.label}: {self.n:,}{tot} events, {self.n / dt:,.0f}/s, {dt:.0f}s {extra}   ",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def event_stream(cfg: GeneratorConfig, count: int | None = None) -> Iterator[tuple[bytes, bytes]]:
@@ -66,8 +70,12 @@ def event_stream(cfg: GeneratorConfig, count: int | None = None) -> Iterator[tup
     return itertools.islice(events, count) if count is not None else events
 
 
-def write_jsonl(events: Iterable[tuple[bytes, bytes]], out: BinaryIO, rate: float | None,
-                progress: Progress | None = None) -> int:  # fmt: skip
+def write_jsonl(
+    events: Iterable[tuple[bytes, bytes]],
+    out: BinaryIO,
+    rate: float | None,
+    progress: Progress | None = None,
+) -> int:
     pacer = Pacer(rate)
     n = 0
     for _, value in events:
@@ -85,24 +93,27 @@ def chunk_table(chunk: Chunk):  # -> pyarrow.Table
     import pyarrow as pa
 
     ts = chunk.ts_ms.astype("datetime64[ms]")
-    return pa.table({
-        "txn_id": pa.array(chunk.txn_id, pa.string()),
-        "ts": pa.array(ts, pa.timestamp("ms", tz="UTC")),
-        "user_id": pa.array(np.char.add("u", chunk.user.astype(str))),
-        "card_id": pa.array(np.char.add("c", chunk.card.astype(np.int64).astype(str))),
-        "merchant_id": pa.array(np.char.add("m", chunk.merchant.astype(np.int64).astype(str))),
-        "merchant_category": pa.array(chunk.category.astype(str)).dictionary_encode(),
-        "amount": pa.array(chunk.amount.astype(float)),
-        "currency": pa.array(chunk.currency.astype(str)).dictionary_encode(),
-        "lat": pa.array(chunk.lat.astype(float)), "lon": pa.array(chunk.lon.astype(float)),
-        "country": pa.array(chunk.country.astype(str)).dictionary_encode(),
-        "channel": pa.array(chunk.channel.astype(str)).dictionary_encode(),
-        "device_id": pa.array(chunk.device, pa.string()),
-        "ip": pa.array(chunk.ip, pa.string()),
-        "schema_version": pa.array(np.ones(len(chunk), np.uint8)),
-        "is_fraud": pa.array(chunk.is_fraud.astype(bool)),
-        "pattern": pa.array(chunk.pattern, pa.string()),
-    })  # fmt: skip
+    return pa.table(
+        {
+            "txn_id": pa.array(chunk.txn_id, pa.string()),
+            "ts": pa.array(ts, pa.timestamp("ms", tz="UTC")),
+            "user_id": pa.array(np.char.add("u", chunk.user.astype(str))),
+            "card_id": pa.array(np.char.add("c", chunk.card.astype(np.int64).astype(str))),
+            "merchant_id": pa.array(np.char.add("m", chunk.merchant.astype(np.int64).astype(str))),
+            "merchant_category": pa.array(chunk.category.astype(str)).dictionary_encode(),
+            "amount": pa.array(chunk.amount.astype(float)),
+            "currency": pa.array(chunk.currency.astype(str)).dictionary_encode(),
+            "lat": pa.array(chunk.lat.astype(float)),
+            "lon": pa.array(chunk.lon.astype(float)),
+            "country": pa.array(chunk.country.astype(str)).dictionary_encode(),
+            "channel": pa.array(chunk.channel.astype(str)).dictionary_encode(),
+            "device_id": pa.array(chunk.device, pa.string()),
+            "ip": pa.array(chunk.ip, pa.string()),
+            "schema_version": pa.array(np.ones(len(chunk), np.uint8)),
+            "is_fraud": pa.array(chunk.is_fraud.astype(bool)),
+            "pattern": pa.array(chunk.pattern, pa.string()),
+        }
+    )
 
 
 def write_parquet(

@@ -37,6 +37,7 @@ import orjson
 from generators.population import MERCHANTS_PER_TOWN, ONLINE_MERCHANTS, Population
 from schemas.currency import USD_PER_UNIT
 from schemas.transaction import TRANSACTION_VERSION
+from schemas.units import haversine_km, iso_ms
 
 __all__ = ["PATTERNS", "Chunk", "GeneratorConfig", "generate_chunks", "iter_json"]
 
@@ -51,13 +52,16 @@ PATTERNS = (
 RULE_PATTERNS = PATTERNS[:5]
 """Patterns a single explainable rule (or a co-occurrence of rules) is meant to catch."""
 _MEAN_EVENTS = {
-    "impossible_travel": 1, "card_testing": 17.5, "velocity_burst": 11.5,
-    "account_takeover": 1, "amount_spike": 1, "stealth_ecom": 2.5,
-}  # fmt: skip
+    "impossible_travel": 1,
+    "card_testing": 17.5,
+    "velocity_burst": 11.5,
+    "account_takeover": 1,
+    "amount_spike": 1,
+    "stealth_ecom": 2.5,
+}
 _MIN_HISTORY = {"account_takeover": 20, "amount_spike": 20, "stealth_ecom": 20}
 """Profile-based patterns need a victim with history, as they would in real life."""
 CHANNEL_ATM_SHARE = 0.05
-EARTH_KM = 6371.0088
 
 
 @dataclass(frozen=True)
@@ -122,17 +126,23 @@ class _Rows:
             self.cols[k].append(kw[k])
 
 
-_COLS = ("ts_ms", "user", "card", "merchant", "category", "amount", "currency", "lat", "lon",
-         "country", "channel", "device", "ip", "is_fraud", "pattern")  # fmt: skip
-
-
-def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = (
-        math.sin((p2 - p1) / 2) ** 2
-        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    )
-    return 2 * EARTH_KM * math.asin(min(1.0, math.sqrt(a)))
+_COLS = (
+    "ts_ms",
+    "user",
+    "card",
+    "merchant",
+    "category",
+    "amount",
+    "currency",
+    "lat",
+    "lon",
+    "country",
+    "channel",
+    "device",
+    "ip",
+    "is_fraud",
+    "pattern",
+)
 
 
 class _Sim:
@@ -177,14 +187,22 @@ class _Sim:
         ip = np.where(is_ecom, _ips(users, dev_k), None)
         second_card = (pop.n_devices[users] > 1) & (rng.random(n) < 0.3)
         return {
-            "ts_ms": ts, "user": users, "card": users * 2 + second_card,
-            "merchant": merchant, "category": self.cat_of[merchant],
+            "ts_ms": ts,
+            "user": users,
+            "card": users * 2 + second_card,
+            "merchant": merchant,
+            "category": self.cat_of[merchant],
             "amount": np.round(usd / self.usd[home], 2).clip(0.01),
             "currency": pop.town_currency[home],
-            "lat": np.clip(lat, -90, 90), "lon": (lon + 180.0) % 360.0 - 180.0,
-            "country": pop.town_country[home], "channel": channel, "device": device, "ip": ip,
-            "is_fraud": np.zeros(n, dtype=bool), "pattern": np.full(n, None, dtype=object),
-        }  # fmt: skip
+            "lat": np.clip(lat, -90, 90),
+            "lon": (lon + 180.0) % 360.0 - 180.0,
+            "country": pop.town_country[home],
+            "channel": channel,
+            "device": device,
+            "ip": ip,
+            "is_fraud": np.zeros(n, dtype=bool),
+            "pattern": np.full(n, None, dtype=object),
+        }
 
     # -- fraud incidents -----------------------------------------------------------
     def victim(self, pattern: str) -> int | None:
@@ -200,7 +218,10 @@ class _Sim:
         h = pop.home[u]
         for _ in range(50):
             t = int(self.rng.integers(0, pop.n_towns))
-            if _km(pop.town_lat[h], pop.town_lon[h], pop.town_lat[t], pop.town_lon[t]) >= min_km:
+            if (
+                haversine_km(pop.town_lat[h], pop.town_lon[h], pop.town_lat[t], pop.town_lon[t])
+                >= min_km
+            ):
                 return t
         return t
 
@@ -211,8 +232,17 @@ class _Sim:
         typical = math.exp(pop.mu[u])
         card = u * 2
 
-        def add(ts: int, usd: float, merchant: int, lat: float, lon: float, country: str,
-                channel: str, device: str | None, fraud: bool = True) -> None:  # fmt: skip
+        def add(
+            ts: int,
+            usd: float,
+            merchant: int,
+            lat: float,
+            lon: float,
+            country: str,
+            channel: str,
+            device: str | None,
+            fraud: bool = True,
+        ) -> None:
             rows.add(
                 ts_ms=ts,
                 user=u,
@@ -240,27 +270,60 @@ class _Sim:
         new_dev = f"dx{u}-{int(rng.integers(1 << 30))}"
         if pattern == "impossible_travel":
             m = local_merchant(h)
-            add(t, typical * rng.uniform(0.5, 1.5), m, pop.merchant_lat[m], pop.merchant_lon[m],
-                pop.town_country[h], "pos", None, fraud=False)  # fmt: skip
+            add(
+                t,
+                typical * rng.uniform(0.5, 1.5),
+                m,
+                pop.merchant_lat[m],
+                pop.merchant_lon[m],
+                pop.town_country[h],
+                "pos",
+                None,
+                fraud=False,
+            )
             far = self.far_town(u, 3000.0)
             m2 = local_merchant(far)
             t2 = t + int(rng.uniform(5, 90) * 60_000)
-            add(t2, typical * rng.uniform(1, 4), m2, pop.merchant_lat[m2], pop.merchant_lon[m2],
-                pop.town_country[far], "pos", None)  # fmt: skip
+            add(
+                t2,
+                typical * rng.uniform(1, 4),
+                m2,
+                pop.merchant_lat[m2],
+                pop.merchant_lon[m2],
+                pop.town_country[far],
+                "pos",
+                None,
+            )
         elif pattern == "card_testing":
             far = self.far_town(u, 500.0)
             ts = t
             for _ in range(int(rng.integers(10, 26))):
                 m = online_merchant()
-                add(ts, rng.uniform(0.5, 4.99), m, pop.town_lat[far], pop.town_lon[far],
-                    pop.town_country[far], "ecom", new_dev)  # fmt: skip
+                add(
+                    ts,
+                    rng.uniform(0.5, 4.99),
+                    m,
+                    pop.town_lat[far],
+                    pop.town_lon[far],
+                    pop.town_country[far],
+                    "ecom",
+                    new_dev,
+                )
                 ts += int(rng.uniform(5, 40) * 1000)
         elif pattern == "velocity_burst":
             ts = t
             for _ in range(int(rng.integers(8, 16))):
                 m = local_merchant(h)
-                add(ts, typical * math.exp(rng.normal(0.7, 0.5)), m, pop.merchant_lat[m],
-                    pop.merchant_lon[m], pop.town_country[h], "pos", None)  # fmt: skip
+                add(
+                    ts,
+                    typical * math.exp(rng.normal(0.7, 0.5)),
+                    m,
+                    pop.merchant_lat[m],
+                    pop.merchant_lon[m],
+                    pop.town_country[h],
+                    "pos",
+                    None,
+                )
                 ts += int(rng.uniform(15, 60) * 1000)
         elif pattern == "account_takeover":
             far = self.far_town(u, 1500.0)
@@ -268,20 +331,44 @@ class _Sim:
             local_h = ((t / 3_600_000.0) + lon / 15.0) % 24.0
             target = rng.uniform(1.0, 5.0)
             t = t + int(((target - local_h) % 24.0) * 3_600_000)
-            add(t, typical * rng.uniform(8, 25), online_merchant(), pop.town_lat[far], lon,
-                pop.town_country[far], "ecom", new_dev)  # fmt: skip
+            add(
+                t,
+                typical * rng.uniform(8, 25),
+                online_merchant(),
+                pop.town_lat[far],
+                lon,
+                pop.town_country[far],
+                "ecom",
+                new_dev,
+            )
         elif pattern == "amount_spike":
             m = local_merchant(h)
-            add(t, max(800.0, typical * rng.uniform(20, 60)), m, pop.merchant_lat[m],
-                pop.merchant_lon[m], pop.town_country[h], "pos", None)  # fmt: skip
+            add(
+                t,
+                max(800.0, typical * rng.uniform(20, 60)),
+                m,
+                pop.merchant_lat[m],
+                pop.merchant_lon[m],
+                pop.town_country[h],
+                "pos",
+                None,
+            )
         elif pattern == "stealth_ecom":
             ts = t
             for _ in range(int(rng.integers(2, 4))):
                 m = self.n_local + int(rng.integers(ONLINE_MERCHANTS))
                 lat = pop.town_lat[h] + rng.normal(0, 0.05)
                 lon = pop.town_lon[h] + rng.normal(0, 0.05)
-                add(ts, typical * rng.uniform(3, 6), m, lat, lon, pop.town_country[h], "ecom",
-                    new_dev)  # fmt: skip
+                add(
+                    ts,
+                    typical * rng.uniform(3, 6),
+                    m,
+                    lat,
+                    lon,
+                    pop.town_country[h],
+                    "ecom",
+                    new_dev,
+                )
                 ts += int(rng.uniform(1, 5) * 3_600_000)
         else:  # pragma: no cover - validated by GeneratorConfig
             raise ValueError(pattern)
@@ -299,8 +386,10 @@ class _Sim:
                     before = len(rows.cols["user"])
                     self.incident(pattern, u, t0 + int(rng.integers(span_ms)), rows)
                     self.count[u] += len(rows.cols["user"]) - before
-        return {k: np.array(v, dtype=object if k in ("device", "ip", "pattern") else None)
-                for k, v in rows.cols.items()}  # fmt: skip
+        return {
+            k: np.array(v, dtype=object if k in ("device", "ip", "pattern") else None)
+            for k, v in rows.cols.items()
+        }
 
 
 def _dev_ids(users: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -359,11 +448,6 @@ def generate_chunks(pop: Population, cfg: GeneratorConfig) -> Iterator[Chunk]:
         yield Chunk(ids, **{k: cols[k] for k in _COLS})  # type: ignore[arg-type]
 
 
-def _iso(ts_ms: int) -> str:
-    s, ms = divmod(int(ts_ms), 1000)
-    return datetime.fromtimestamp(s, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms:03d}Z"
-
-
 def iter_json(chunk: Chunk, with_label: bool = True) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) JSON bytes of each event in the chunk: Transaction v1 + label."""
     c = chunk
@@ -373,14 +457,22 @@ def iter_json(chunk: Chunk, with_label: bool = True) -> Iterator[tuple[bytes, by
     for i in range(len(c)):
         uid = f"u{users[i]}"
         d = {
-            "txn_id": c.txn_id[i], "ts": _iso(c.ts_ms[i]), "user_id": uid,
-            "card_id": f"c{cards[i]}", "merchant_id": f"m{merch[i]}",
-            "merchant_category": str(c.category[i]), "amount": float(c.amount[i]),
-            "currency": str(c.currency[i]), "lat": round(float(c.lat[i]), 5),
-            "lon": round(float(c.lon[i]), 5), "country": str(c.country[i]),
-            "channel": str(c.channel[i]), "device_id": c.device[i], "ip": c.ip[i],
+            "txn_id": c.txn_id[i],
+            "ts": iso_ms(c.ts_ms[i]),
+            "user_id": uid,
+            "card_id": f"c{cards[i]}",
+            "merchant_id": f"m{merch[i]}",
+            "merchant_category": str(c.category[i]),
+            "amount": float(c.amount[i]),
+            "currency": str(c.currency[i]),
+            "lat": round(float(c.lat[i]), 5),
+            "lon": round(float(c.lon[i]), 5),
+            "country": str(c.country[i]),
+            "channel": str(c.channel[i]),
+            "device_id": c.device[i],
+            "ip": c.ip[i],
             "schema_version": TRANSACTION_VERSION,
-        }  # fmt: skip
+        }
         if with_label:
             d["label"] = {"is_fraud": bool(c.is_fraud[i]), "pattern": c.pattern[i]}
         yield uid.encode(), orjson.dumps(d)

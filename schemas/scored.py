@@ -20,8 +20,9 @@ from schemas.transaction import (
     DecodeError,
     Label,
     Transaction,
-    format_ts,
 )
+from schemas.units import format_ts
+from schemas.vocab import DECISIONS, VERDICTS
 
 __all__ = [
     "ALERT_SPECS",
@@ -45,8 +46,6 @@ __all__ = [
 
 ALERT_VERSION = 1
 REVIEW_VERSION = 1
-DECISIONS = ("approve", "review", "block")
-VERDICTS = ("confirmed_fraud", "false_positive", "escalated")
 _ALERT_NS = uuid.UUID("6f1c1b8e-5d4a-4c1e-9a51-2f3b9f0e7a11")
 """Namespace of alert ids: uuid5(namespace, txn_id) is stable across replays."""
 
@@ -348,3 +347,13 @@ class DeadLetter:
         now: datetime,
     ) -> DeadLetter:
         return cls(key, value, err.code, err.message, topic, partition, offset, now)
+
+
+def label_json(merchant_id: str, txn_ts: datetime, txn_id: str) -> bytes:
+    """A confirmed-fraud label event (the dataset adapters' form of the ``labels`` input).
+
+    >>> from datetime import UTC
+    >>> label_json("t7", datetime(2018, 4, 1, 12, 0, tzinfo=UTC), "42")
+    b'{"merchant_id":"t7","txn_ts":"2018-04-01T12:00:00.000Z","txn_id":"42"}'
+    """
+    return orjson.dumps({"merchant_id": merchant_id, "txn_ts": format_ts(txn_ts), "txn_id": txn_id})

@@ -20,6 +20,16 @@ __all__ = ["Settings", "load_settings"]
 ENV_PREFIX = "FRAUD_"
 
 
+def _default_data_dir() -> Path:
+    """``../shared/data`` beside the checkout, else the team machine's ``/work/shared/data``
+    (a CI clone may live elsewhere)."""
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    for p in (beside, Path("/work/shared/data")):
+        if p.exists():
+            return p
+    return beside
+
+
 class Settings(BaseSettings):
     """Every tunable of the system, with documented defaults."""
 
@@ -66,6 +76,10 @@ class Settings(BaseSettings):
         10.0, gt=0, le=3600, description="Snapshot interval; each epoch snapshots touched shards."
     )
     recovery_dir: Path | None = Field(None, description="Bytewax recovery DB dir; None = off.")
+    data_dir: Path = Field(
+        default_factory=lambda: _default_data_dir(),
+        description="External labelled datasets (read in place, never copied).",
+    )
     lateness_s: float = Field(
         300.0, ge=0, le=86_400, description="Out-of-order tolerance kept in per-user windows."
     )

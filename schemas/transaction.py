@@ -18,6 +18,7 @@ import orjson
 
 from schemas.currency import ISO_4217
 from schemas.fields import FieldSpec, compact_pickle
+from schemas.units import format_ts
 
 __all__ = [
     "CHANNELS",
@@ -121,11 +122,6 @@ class DecodeError:
     code: str
     message: str
     field: str | None = None
-
-
-def format_ts(ts: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z`` suffix (the wire format)."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
 def encode_transaction(txn: Transaction, label: Label | None = None) -> bytes:
@@ -275,12 +271,30 @@ def decode_event(
     except msgspec.MsgspecError:
         return _decode_fields(raw)
     ts = _ts_fast(w.ts)
-    if (ts is None or w.schema_version != TRANSACTION_VERSION or w.currency not in ISO_4217
-            or not _country_ok(w.country) or (w.ip is not None and not _ip_ok(w.ip))):  # fmt: skip
+    if (
+        ts is None
+        or w.schema_version != TRANSACTION_VERSION
+        or w.currency not in ISO_4217
+        or not _country_ok(w.country)
+        or (w.ip is not None and not _ip_ok(w.ip))
+    ):
         return _decode_fields(raw)
-    txn = Transaction(w.txn_id, ts, w.user_id, w.card_id, w.merchant_id, w.merchant_category,
-                      w.amount, w.currency, w.lat, w.lon, w.country, w.channel, w.device_id,
-                      w.ip)  # fmt: skip
+    txn = Transaction(
+        w.txn_id,
+        ts,
+        w.user_id,
+        w.card_id,
+        w.merchant_id,
+        w.merchant_category,
+        w.amount,
+        w.currency,
+        w.lat,
+        w.lon,
+        w.country,
+        w.channel,
+        w.device_id,
+        w.ip,
+    )
     lab = w.label
     return txn, None if lab is None else Label(lab.is_fraud, lab.pattern)
 

@@ -37,11 +37,26 @@ import lz4.frame
 from backports import zstd
 
 TRANSPORT = {
-    "query", "database", "default_format", "session_id", "session_timeout", "session_check",
-    "compress", "decompress", "query_id", "quota_key", "wait_end_of_query", "buffer_size",
-    "client_protocol_version", "role", "user", "password", "enable_http_compression",
-    "send_progress_in_http_headers", "http_headers_progress_interval_ms",
-}  # fmt: skip
+    "query",
+    "database",
+    "default_format",
+    "session_id",
+    "session_timeout",
+    "session_check",
+    "compress",
+    "decompress",
+    "query_id",
+    "quota_key",
+    "wait_end_of_query",
+    "buffer_size",
+    "client_protocol_version",
+    "role",
+    "user",
+    "password",
+    "enable_http_compression",
+    "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms",
+}
 """URL parameters the HTTP layer consumes; every other one is a query setting."""
 
 _INSERT = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
@@ -75,18 +90,30 @@ class Engine:
         self.lock = threading.Lock()
         self.version = self.run("SELECT version()", "TabSeparated", {})[0].decode().strip()
         # The profile default, as a server applies it when the URL does not say.
-        self.http_compression = self.run(
-            "SELECT value FROM system.settings WHERE name = 'enable_http_compression'",
-            "TabSeparated", {},
-        )[0].decode().strip()  # fmt: skip
+        self.http_compression = (
+            self.run(
+                "SELECT value FROM system.settings WHERE name = 'enable_http_compression'",
+                "TabSeparated",
+                {},
+            )[0]
+            .decode()
+            .strip()
+        )
 
-    def run(self, sql: str, fmt: str, params: dict[str, str], database: str | None = None,
-            settings: dict[str, str] | None = None) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+    def run(
+        self,
+        sql: str,
+        fmt: str,
+        params: dict[str, str],
+        database: str | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
         with self.lock:
             self.conn.query(f"USE {database or 'default'}", "TabSeparated")
             for k, v in (settings or {}).items():
-                self.conn.query(f"SET {k} = {v}" if v.isdigit() else f"SET {k} = '{_q(v)}'",
-                                "TabSeparated")  # fmt: skip
+                self.conn.query(
+                    f"SET {k} = {v}" if v.isdigit() else f"SET {k} = '{_q(v)}'", "TabSeparated"
+                )
             try:
                 res = self.conn.query(sql, fmt, params=params)
             finally:
@@ -186,9 +213,15 @@ class Handler(BaseHTTPRequestHandler):
             code = int(m.group(1)) if (m := _CODE.search(msg)) else 1002
             text = msg if msg.startswith("Code:") else f"Code: {code}. DB::Exception: {msg}"
             text += f" (version {self.engine.version})\n"
-            self._reply(_HTTP_STATUS.get(code, 500), text.encode(), {
-                "X-ClickHouse-Exception-Code": str(code), "X-ClickHouse-Query-Id": qid,
-                "Content-Type": "text/plain; charset=UTF-8"})  # fmt: skip
+            self._reply(
+                _HTTP_STATUS.get(code, 500),
+                text.encode(),
+                {
+                    "X-ClickHouse-Exception-Code": str(code),
+                    "X-ClickHouse-Query-Id": qid,
+                    "Content-Type": "text/plain; charset=UTF-8",
+                },
+            )
             return
         finally:
             if tmp:
@@ -256,8 +289,10 @@ class ChServer:
     def start(self) -> ChServer:
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--path", str(self.path), "--port", str(self._port())],
-            stdout=subprocess.PIPE, text=True, start_new_session=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("listening on "):

@@ -10,8 +10,8 @@ from dash import Input, Output, State, dash_table, dcc, html, no_update
 from clickhouse import queries as q
 from dash_app.components import error_banner, info_banner, range_picker, user_link
 from dash_app.context import ctx, resolve_range
-from dataflows.rules import RULE_CODES
-from schemas.scored import VERDICTS, Review
+from schemas.scored import Review
+from schemas.vocab import RULE_CODES, VERDICTS
 
 COLUMNS = [
     {"name": "time (UTC)", "id": "ts"},

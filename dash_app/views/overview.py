@@ -75,8 +75,15 @@ def layout(**_: Any) -> html.Div:
 def _blank(message: str, banner: Any) -> dict[str, Any]:
     """Every output empty, saying why (no data yet, ClickHouse down)."""
     blank = fig.empty(message)
-    return {"kpis": ["–"] * len(KPI_IDS), "series": blank, "risk": blank, "rules": blank,
-            "map": blank, "top": [], "banner": banner}  # fmt: skip
+    return {
+        "kpis": ["–"] * len(KPI_IDS),
+        "series": blank,
+        "risk": blank,
+        "rules": blank,
+        "map": blank,
+        "top": [],
+        "banner": banner,
+    }
 
 
 def overview_data(range_label: str) -> dict[str, Any]:

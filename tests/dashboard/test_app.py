@@ -31,8 +31,13 @@ def app_store(store: Store) -> Store:
 
 
 def test_series_figure_stacks_decisions() -> None:
-    df = pd.DataFrame({"bucket": [T0, T0, T0 + timedelta(minutes=1)],
-                       "decision": ["approve", "block", "approve"], "txns": [5, 1, 7]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "bucket": [T0, T0, T0 + timedelta(minutes=1)],
+            "decision": ["approve", "block", "approve"],
+            "txns": [5, 1, 7],
+        }
+    )
     f = fig.volume_series(df, 60)
     assert [t.name for t in f.data] == ["approve", "block"]
     assert list(f.data[0].y) == [5, 7] and list(f.data[1].y) == [1]
@@ -46,17 +51,30 @@ def test_empty_figures_say_why() -> None:
 
 
 def test_rule_bars_split_flagged_and_approved() -> None:
-    df = pd.DataFrame({"code": ["velocity", "new_device"], "hits": [10, 4],
-                       "flagged_hits": [7, 0], "mean_contribution": [0.5, 0.2]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "code": ["velocity", "new_device"],
+            "hits": [10, 4],
+            "flagged_hits": [7, 0],
+            "mean_contribution": [0.5, 0.2],
+        }
+    )
     f = fig.rule_bars(df)
     assert list(f.data[0].x) == [0, 7] and list(f.data[1].x) == [4, 3]
     assert list(f.data[0].y) == ["new_device", "velocity"]
 
 
 def test_user_map_draws_travel_lines_in_time_order() -> None:
-    df = pd.DataFrame({"ts": [T0, T0 + timedelta(hours=1)], "lat": [40.7, 51.5],
-                       "lon": [-74.0, -0.1], "decision": ["approve", "block"],
-                       "amount_usd": [10.0, 900.0], "country": ["US", "GB"]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "ts": [T0, T0 + timedelta(hours=1)],
+            "lat": [40.7, 51.5],
+            "lon": [-74.0, -0.1],
+            "decision": ["approve", "block"],
+            "amount_usd": [10.0, 900.0],
+            "country": ["US", "GB"],
+        }
+    )
     f = fig.user_map(df)
     assert f.data[0].mode == "lines" and list(f.data[0].lat) == [40.7, 51.5]
     assert {t.name for t in f.data[1:]} == {"approve", "block"}
@@ -100,8 +118,17 @@ def test_clickhouse_down_is_a_banner_naming_the_url() -> None:
 
 def test_alert_queue_filters_and_keeps_selection_across_refresh(app_store: Store) -> None:
     data, selected, tips, banner, count = alerts.refresh(
-        1, 0, "7 days", ["review", "block"], ["open", "escalated"], None, None, None, None,
-        [known_alert("t3")])  # fmt: skip
+        1,
+        0,
+        "7 days",
+        ["review", "block"],
+        ["open", "escalated"],
+        None,
+        None,
+        None,
+        None,
+        [known_alert("t3")],
+    )
     assert banner is None and count == "2 alerts"
     assert [r["txn_id"] for r in data] == ["t5", "t3"]
     assert selected == [1], "selection follows the alert id, not the row index"
@@ -121,8 +148,9 @@ def known_alert(txn_id: str) -> str:
 def test_verdicts_are_recorded_and_the_queue_updates(app_store: Store) -> None:
     data, *_ = alerts.refresh(1, 0, "7 days", [], ["open"], None, None, None, None, [])
     assert [r["txn_id"] for r in data] == ["t3"]
-    msg, version = alerts.apply(1, [known_alert("t3")], data, "false_positive", " zoe ",
-                                "card reissued", 4)  # fmt: skip
+    msg, version = alerts.apply(
+        1, [known_alert("t3")], data, "false_positive", " zoe ", "card reissued", 4
+    )
     assert msg == "Recorded false positive on 1 alert(s)." and version == 5
     data, *_ = alerts.refresh(1, 5, "7 days", [], ["open"], None, None, None, None, [])
     assert data == []
@@ -130,8 +158,12 @@ def test_verdicts_are_recorded_and_the_queue_updates(app_store: Store) -> None:
     t3 = df[df.txn_id == "t3"].iloc[0]
     assert (t3.status, t3.assignee, t3.note) == ("false_positive", "zoe", "card reissued")
     assert alerts.apply(1, [], data, "escalated", "zoe", None, 5)[0].startswith("Select one")
-    assert "Enter your name" in alerts.apply(1, [known_alert("t4")], [
-        {"id": known_alert("t4")}], "escalated", "  ", None, 5)[0]  # fmt: skip
+    assert (
+        "Enter your name"
+        in alerts.apply(
+            1, [known_alert("t4")], [{"id": known_alert("t4")}], "escalated", "  ", None, 5
+        )[0]
+    )
 
 
 def test_export_is_the_current_filter_as_csv(app_store: Store) -> None:

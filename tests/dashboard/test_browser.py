@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from clickhouse import queries as q
 from clickhouse.store import Store
 from dash_app.app import create_app
-from dataflows.embedded import _free_port
+from dataflows.connectors.embedded import free_port
 from schemas.settings import load_settings
 from tests.conftest import T0
 from tests.store import known
@@ -40,7 +40,7 @@ def app_url(chdb_url: str) -> Iterator[tuple[str, Store]]:
     migrate(store, 3650)
     known.load(store, duplicates=True)
     app = create_app(load_settings(dash_refresh_s=1.0), store)
-    port = _free_port()
+    port = free_port()
     server = make_server("127.0.0.1", port, app.server, threaded=True)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
@@ -54,8 +54,12 @@ def browser() -> Iterator[webdriver.Chrome]:
     exe = shutil.which("chromedriver")
     assert exe, "chromedriver missing: `make test` installs chromium and chromium-driver"
     opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-              "--window-size=1400,1000"):  # fmt: skip
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     d = webdriver.Chrome(service=webdriver.ChromeService(executable_path=exe), options=opts)
@@ -81,9 +85,11 @@ def test_overview_shows_the_store_kpis(browser: webdriver.Chrome, app_url) -> No
     _wait_text(browser, "#ov-top", "u2")
     # The world map is drawn from the vendored topojson (no CDN): land has a shape.
     WebDriverWait(browser, 20).until(
-        lambda d: any(p.get_attribute("d") for p in d.find_elements(
-            By.CSS_SELECTOR, "#ov-map g.layer.land path"))
-    )  # fmt: skip
+        lambda d: any(
+            p.get_attribute("d")
+            for p in d.find_elements(By.CSS_SELECTOR, "#ov-map g.layer.land path")
+        )
+    )
     assert _console_errors(browser) == []
 
 

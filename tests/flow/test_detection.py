@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from dataflows.evaluation.patterns import format_report, pattern_report
 from dataflows.flow import build_flow
-from dataflows.metrics import format_report, pattern_report
 from generators.stream import event_stream
 from generators.synth import RULE_PATTERNS, GeneratorConfig
 from schemas.settings import load_settings
@@ -25,8 +25,13 @@ def report():
     cfg = GeneratorConfig(seed=11, users=4000, fraud_rate=0.03)
     events = [v for _, v in event_stream(cfg, N_EVENTS)]
     rows: list = []
-    flow = build_flow(load_settings(), TestingSource(events, batch_size=1000), TestingSink([]),
-                      TestingSink(rows), TestingSink([]))  # fmt: skip
+    flow = build_flow(
+        load_settings(),
+        TestingSource(events, batch_size=1000),
+        TestingSink([]),
+        TestingSink(rows),
+        TestingSink([]),
+    )
     run_main(flow)
     assert len(rows) == N_EVENTS
     stats = pattern_report(rows)

@@ -36,9 +36,13 @@ def run(
     rows: list[ScoredTransaction] = []
     dlq: list[DeadLetter] = []
     flow = build_flow(
-        settings, TestingSource(events, batch_size=7), TestingSink(alerts), TestingSink(rows),
-        TestingSink(dlq), clock=fixed_clock,
-    )  # fmt: skip
+        settings,
+        TestingSource(events, batch_size=7),
+        TestingSink(alerts),
+        TestingSink(rows),
+        TestingSink(dlq),
+        clock=fixed_clock,
+    )
     runner(flow)
     rows.sort(key=lambda r: r.txn.txn_id)
     alerts.sort(key=lambda a: a.txn_id)
@@ -48,10 +52,11 @@ def run(
 def steady(user: str, n: int, start: int = 0, **over: Any) -> list[bytes]:
     """A user buying groceries at home every 3 hours."""
     return [
-        txn_bytes(start + i * 180, txn_id=f"{user}-{i}", user_id=user, device_id="d-" + user,
-                  **over)
+        txn_bytes(
+            start + i * 180, txn_id=f"{user}-{i}", user_id=user, device_id="d-" + user, **over
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def test_impossible_travel_is_blocked_with_its_reason(settings: Settings, runner: Runner) -> None:
@@ -74,10 +79,17 @@ def test_impossible_travel_is_blocked_with_its_reason(settings: Settings, runner
 
 def test_card_testing_burst_is_flagged(settings: Settings, runner: Runner) -> None:
     burst = [
-        txn_bytes(2000 + i, txn_id=f"bob-test-{i}", user_id="bob", amount=1.0 + i / 10,
-                  channel="ecom", device_id="stolen", merchant_id=f"web{i}")
+        txn_bytes(
+            2000 + i,
+            txn_id=f"bob-test-{i}",
+            user_id="bob",
+            amount=1.0 + i / 10,
+            channel="ecom",
+            device_id="stolen",
+            merchant_id=f"web{i}",
+        )
         for i in range(6)
-    ]  # fmt: skip
+    ]
     alerts, _rows, _ = run(settings, steady("bob", 8) + burst, runner)
     flagged = [a.txn_id for a in alerts]
     # The first two small charges look like anyone's; from the third on it is a pattern.
@@ -105,8 +117,11 @@ def test_malformed_input_goes_to_dlq_and_nothing_is_lost(
     assert len(rows) + len(dlq) == len(events)
     assert sorted(r.txn.txn_id for r in rows) == sorted(f"dave-{i}" for i in range(20))
     assert sorted(d.error_code for d in dlq) == [
-        "invalid_json", "null_value", "out_of_range", "unknown_schema_version",
-    ]  # fmt: skip
+        "invalid_json",
+        "null_value",
+        "out_of_range",
+        "unknown_schema_version",
+    ]
     by_code = {d.error_code: d for d in dlq}
     assert by_code["invalid_json"].value == b"{not json"  # original bytes untouched
     assert by_code["null_value"].value is None
@@ -115,8 +130,9 @@ def test_malformed_input_goes_to_dlq_and_nothing_is_lost(
 
 
 def test_every_row_is_scored_once_and_deterministic(settings: Settings) -> None:
-    events = steady("erin", 50) + steady("frank", 50, lat=48.85, lon=2.35, country="FR",
-                                          currency="EUR")  # fmt: skip
+    events = steady("erin", 50) + steady(
+        "frank", 50, lat=48.85, lon=2.35, country="FR", currency="EUR"
+    )
     _, rows1, _ = run(settings, events, run_main)
     _, rows2, _ = run(settings, events, _two_workers)
     assert len({r.txn.txn_id for r in rows1}) == 100
@@ -128,10 +144,9 @@ def test_out_of_order_events_update_windows(settings: Settings, runner: Runner) 
     # Six purchases within 50 s, arriving shuffled: the last-arriving one sees all six.
     order = [0, 3, 1, 5, 2, 4]
     events = steady("gina", 5) + [
-        txn_bytes(1000, txn_id=f"gina-b{i}", user_id="gina",
-                  ts=f"2026-03-03T04:40:{i * 10:02d}Z")
+        txn_bytes(1000, txn_id=f"gina-b{i}", user_id="gina", ts=f"2026-03-03T04:40:{i * 10:02d}Z")
         for i in order
-    ]  # fmt: skip
+    ]
     _, rows, _ = run(settings, events, runner)
     last = next(r for r in rows if r.txn.txn_id == "gina-b4")
     assert last.features["cnt_1m"] == 5  # b0..b4 at 0..40 s (b5 at 50 s is later)

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from dataflows.detection.learner import LEARNER_FEATURES, MIN_EXAMPLES, DelayedLearner
+from dataflows.detection.merchants import label_json
 from dataflows.flow import build_flow
-from dataflows.learner import LEARNER_FEATURES, MIN_EXAMPLES, DelayedLearner
-from dataflows.merchants import label_json
 from schemas.settings import Settings
 from tests.conftest import T0, fixed_clock, txn_bytes
 
@@ -80,14 +80,28 @@ def test_flow_uses_labels_only_after_the_delay(settings: Settings) -> None:
         fraud = rng.random() < 0.05
         amount = 700.0 if fraud else round(rng.uniform(5, 80), 2)
         user = f"u{i % 300}"
-        events.append(txn_bytes(minute, txn_id=f"t{i}", user_id=user, card_id=f"c{user}",
-                                merchant_id=f"m{i % 50}", amount=amount))  # fmt: skip
+        events.append(
+            txn_bytes(
+                minute,
+                txn_id=f"t{i}",
+                user_id=user,
+                card_id=f"c{user}",
+                merchant_id=f"m{i % 50}",
+                amount=amount,
+            )
+        )
         if fraud:
             labels.append(label_json(f"m{i % 50}", T0 + timedelta(minutes=minute), f"t{i}"))
     rows: list = []
-    flow = build_flow(s, TestingSource(events, batch_size=100), TestingSink([]),
-                      TestingSink(rows), TestingSink([]), clock=fixed_clock,
-                      labels=TestingSource(labels, batch_size=1000))  # fmt: skip
+    flow = build_flow(
+        s,
+        TestingSource(events, batch_size=100),
+        TestingSink([]),
+        TestingSink(rows),
+        TestingSink([]),
+        clock=fixed_clock,
+        labels=TestingSource(labels, batch_size=1000),
+    )
     run_main(flow)
     assert len(rows) == len(events)
     by_id = {r.txn.txn_id: r for r in rows}
@@ -105,7 +119,7 @@ def test_flow_uses_labels_only_after_the_delay(settings: Settings) -> None:
 def test_analyst_verdicts_are_labels_for_the_model_only() -> None:
     from datetime import UTC, datetime
 
-    from dataflows.merchants import MerchantLabel, parse_label
+    from dataflows.detection.merchants import MerchantLabel, parse_label
     from schemas.scored import DeadLetter, Review, encode_review
 
     at = datetime(2026, 3, 3, tzinfo=UTC)
@@ -121,12 +135,11 @@ def test_analyst_verdicts_are_labels_for_the_model_only() -> None:
 
 
 def test_each_rule_contribution_is_an_input_of_its_own() -> None:
-    from dataflows.learner import learner_input
+    from dataflows.detection.learner import learner_input
     from schemas.scored import Reason
 
     reasons = (Reason("velocity", "6 in 1 min", 0.6), Reason("compromised_merchant", "m", 0.3))
-    x = dict(zip(LEARNER_FEATURES, learner_input({"amount_usd": 10.0}, 0.72, reasons),
-                 strict=True))  # fmt: skip
+    x = dict(zip(LEARNER_FEATURES, learner_input({"amount_usd": 10.0}, 0.72, reasons), strict=True))
     assert (x["rule_velocity"], x["rule_compromised_merchant"], x["risk"]) == (0.6, 0.3, 0.72)
     assert x["rule_card_testing"] == 0.0 and x["amount_usd"] == 10.0
     none = learner_input({}, 0.0)

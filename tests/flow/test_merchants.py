@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from dataflows.detection.merchants import _Merchant, label_json, merchant_features
 from dataflows.flow import build_flow
-from dataflows.merchants import _Merchant, label_json, merchant_features
 from schemas.settings import Settings
 from tests.conftest import T0, fixed_clock, txn_bytes
 
@@ -24,9 +24,15 @@ def _two_workers(flow: Any) -> None:
 def _run(s: Settings, events: list[bytes], labels: list[bytes], runner: Any) -> tuple[list, list]:
     rows: list = []
     dlq: list = []
-    flow = build_flow(s, TestingSource(events, batch_size=1), TestingSink([]), TestingSink(rows),
-                      TestingSink(dlq), clock=fixed_clock,
-                      labels=TestingSource(labels))  # fmt: skip
+    flow = build_flow(
+        s,
+        TestingSource(events, batch_size=1),
+        TestingSink([]),
+        TestingSink(rows),
+        TestingSink(dlq),
+        clock=fixed_clock,
+        labels=TestingSource(labels),
+    )
     runner(flow)
     return sorted(rows, key=lambda r: r.txn.txn_id), dlq
 
@@ -42,8 +48,14 @@ def test_labels_count_only_after_the_delay(settings: Settings, runner: Any) -> N
     # Labels arrive on their own input; in life they come days later.  The 100 unrelated
     # purchases before "d" make sure the two label events have been read by then.
     filler = [txn_bytes(7 * DAY + i, txn_id=f"f{i:03d}", user_id=f"x{i}") for i in range(100)]
-    events = [at(0, "a", "u1"), at(60, "b", "u2"), at(6 * DAY, "c", "u3"), *filler,
-              at(8 * DAY, "d", "u4"), txn_bytes(8 * DAY, txn_id="e", user_id="u5")]  # fmt: skip
+    events = [
+        at(0, "a", "u1"),
+        at(60, "b", "u2"),
+        at(6 * DAY, "c", "u3"),
+        *filler,
+        at(8 * DAY, "d", "u4"),
+        txn_bytes(8 * DAY, txn_id="e", user_id="u5"),
+    ]
     labels = [label_json("m9", T0, "a"), label_json("m9", T0 + timedelta(hours=1), "b")]
     rows, dlq = _run(settings, events, labels, runner)
     assert dlq == []
@@ -68,8 +80,16 @@ def test_bad_label_goes_to_the_dead_letter_queue(settings: Settings) -> None:
 
 def test_without_labels_the_flow_is_unchanged(settings: Settings) -> None:
     rows: list = []
-    run_main(build_flow(settings, TestingSource([txn_bytes(0)]), TestingSink([]),
-                        TestingSink(rows), TestingSink([]), clock=fixed_clock))  # fmt: skip
+    run_main(
+        build_flow(
+            settings,
+            TestingSource([txn_bytes(0)]),
+            TestingSink([]),
+            TestingSink(rows),
+            TestingSink([]),
+            clock=fixed_clock,
+        )
+    )
     assert not rows[0].model_version.endswith("+merchant-v1")
     assert "merchant_risk_7d" not in rows[0].features
 
@@ -90,8 +110,8 @@ def test_cached_merchant_windows_equal_a_fresh_count(
     features equal the windows counted afresh from the merchant's state at that moment."""
     import random
 
-    import dataflows.merchants as mm
-    from dataflows.merchants import DAY_MS, MerchantLabel, MerchantShard, on_events
+    import dataflows.detection.merchants as mm
+    from dataflows.detection.merchants import DAY_MS, MerchantLabel, MerchantShard, on_events
     from schemas.scored import ScoredTransaction
     from schemas.transaction import Transaction
 
@@ -117,8 +137,7 @@ def test_cached_merchant_windows_equal_a_fresh_count(
         else:  # now, or up to 15 days late
             late = rnd.uniform(0, 15) * DAY_MS if rnd.random() < 0.1 else 0.0
             ts = T0 + timedelta(milliseconds=clock - late)
-            txn = Transaction("t", ts, "u", "c", mid, "grocery", 10.0, "USD", 0.0, 0.0, "US",
-                              "pos")  # fmt: skip
+            txn = Transaction("t", ts, "u", "c", mid, "grocery", 10.0, "USD", 0.0, 0.0, "US", "pos")
             item = ScoredTransaction(txn, None, {}, 0.0, 0.0, (), 0.0, "approve", "v", T0)
         out = on_events(shard, [item], settings)
         assert len(out) == (0 if isinstance(item, MerchantLabel) else 1)

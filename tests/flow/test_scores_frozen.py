@@ -51,8 +51,14 @@ def test_scores_equal_the_reference(
 ) -> None:
     rows: list[Any] = []
     s = load_settings(hst_engine=engine)
-    flow = build_flow(s, TestingSource(events, batch_size=batch), TestingSink([]),
-                      TestingSink(rows), TestingSink([]), clock=fixed_clock)  # fmt: skip
+    flow = build_flow(
+        s,
+        TestingSource(events, batch_size=batch),
+        TestingSink([]),
+        TestingSink(rows),
+        TestingSink([]),
+        clock=fixed_clock,
+    )
     runner(flow)
     assert len(rows) == N_EVENTS
     assert sum(r.flagged for r in rows) > 50  # the digest covers real decisions

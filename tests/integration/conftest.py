@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from dataflows.embedded import EmbeddedBroker
-from dataflows.kafka import create_topics
+from dataflows.connectors.embedded import EmbeddedBroker
+from dataflows.connectors.kafka import create_topics
 from schemas.settings import Settings, load_settings
 
 
@@ -30,10 +30,16 @@ def kafka_settings(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> It
     tag = uuid.uuid4().hex[:8]
     partitions = getattr(request, "param", 1)
     s = load_settings(
-        brokers=broker.bootstrap, partitions=partitions, hst_warmup=0, shards=4,
-        topic_transactions=f"tx-{tag}", topic_alerts=f"alerts-{tag}", topic_dlq=f"dlq-{tag}",
-        topic_feedback=f"fb-{tag}", kafka_tail=False,
-    )  # fmt: skip
+        brokers=broker.bootstrap,
+        partitions=partitions,
+        hst_warmup=0,
+        shards=4,
+        topic_transactions=f"tx-{tag}",
+        topic_alerts=f"alerts-{tag}",
+        topic_dlq=f"dlq-{tag}",
+        topic_feedback=f"fb-{tag}",
+        kafka_tail=False,
+    )
     create_topics(s)
     yield s
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
@@ -51,11 +57,16 @@ def consume_all(bootstrap: str, topic: str, partitions: int, timeout_s: float = 
     The embedded broker's "latest" offsets are unreliable, so the end is detected with
     partition-EOF events rather than watermarks.
     """
-    c = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}",
-        "enable.partition.eof": True, "enable.auto.commit": False,
-        "fetch.wait.max.ms": 50, "session.timeout.ms": 6000,
-    })  # fmt: skip
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{uuid.uuid4().hex[:6]}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+            "session.timeout.ms": 6000,
+        }
+    )
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out, done = [], set()
     deadline = time.monotonic() + timeout_s

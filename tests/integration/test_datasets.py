@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dataflows.evaluate import card_precision_at_k, score_stream
-from generators.datasets import DATA_DIR, handbook_events, handbook_frame, sparkov_events
-from schemas.settings import Settings
+from dataflows.evaluation.handbook import card_precision_at_k, score_stream
+from generators.datasets import handbook_events, handbook_frame, sparkov_events
+from schemas.settings import Settings, load_settings
 from schemas.transaction import DecodeError, decode_event
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def _need(path: Path) -> Path:
 def test_handbook_two_day_slice_end_to_end(settings: Settings) -> None:
     """Two days (≈ 19k transactions) through build_flow: all scored once, labels intact,
     and the handbook metrics computable on the second day."""
-    root = _need(DATA_DIR)
+    root = _need(load_settings().data_dir)
     df = handbook_frame(root, datetime(2018, 7, 1, tzinfo=UTC), datetime(2018, 7, 3, tzinfo=UTC))
     assert 18_000 < len(df) < 20_500
     first = orjson.loads(next(handbook_events(df.head(1))))
@@ -47,7 +47,7 @@ def test_handbook_two_day_slice_end_to_end(settings: Settings) -> None:
 
 
 def test_sparkov_rows_are_valid_transactions() -> None:
-    path = _need(DATA_DIR / "sparkov_sample" / "fraudTrain_prefix.csv.gz")
+    path = _need(load_settings().data_dir / "sparkov_sample" / "fraudTrain_prefix.csv.gz")
     n = frauds = 0
     for raw in sparkov_events(path):
         res = decode_event(raw, 16_384)
@@ -63,9 +63,9 @@ def test_sparkov_rows_are_valid_transactions() -> None:
 def test_ulb_reproduces_rivers_documented_hst_figure(engine: str) -> None:
     """River's HalfSpaceTrees docstring: MinMaxScaler | HST(seed=42) on the first 2,500
     rows of the credit-card stream gives ROCAUC 91.15 %; our flow must give exactly that."""
-    from dataflows.ulb import UlbConfig, run_ulb
+    from dataflows.evaluation.ulb import UlbConfig, run_ulb
 
-    path = _need(DATA_DIR / "ulb_creditcard" / "creditcard_day1.parquet")
+    path = _need(load_settings().data_dir / "ulb_creditcard" / "creditcard_day1.parquet")
     m = run_ulb(path, UlbConfig(engine=engine), limit=2500)
     assert m["events"] == 2500
     assert round(m["river_rocauc_2500"], 4) == 0.9115

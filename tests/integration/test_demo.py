@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dataflows.embedded import _free_port
+from dataflows.connectors.embedded import free_port
 
 ROOT = Path(__file__).parents[2]
 
@@ -26,8 +26,14 @@ print(s.client.query("SELECT count() FROM fraud.alerts").result_rows[0][0])
 
 
 def _stored(path: Path) -> tuple[int, int, str, str, int]:
-    out = subprocess.run([sys.executable, "-c", COUNT, str(path)], cwd=ROOT, text=True,
-                         capture_output=True, timeout=120, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", COUNT, str(path)],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    ).stdout
     first, alerts = out.strip().splitlines()[-2:]
     n, uniq, lo, hi = first.split("|")
     return int(n), int(uniq), lo, hi, int(alerts)
@@ -35,15 +41,32 @@ def _stored(path: Path) -> tuple[int, int, str, str, int]:
 
 def _demo(path: Path, seconds: int, *extra: str) -> tuple[str, list[int]]:
     """Run ``fraud demo`` for ``seconds``; poll the dashboard's pages while it runs."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         # 5 % fraud: 20 s at 150 tx/s is ~3,000 events, and at the demo's 2 % a run
         # could end before any fraud incident had fired a rule (seen once in CI).
-        [sys.executable, "-m", "dataflows.cli", "demo", "--seconds", str(seconds), "--port",
-         str(port), "--rate", "150", "--fraud-rate", "0.05",
-         "--set", f"clickhouse_url=chdb://{path}", *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dataflows.cli",
+            "demo",
+            "--seconds",
+            str(seconds),
+            "--port",
+            str(port),
+            "--rate",
+            "150",
+            "--fraud-rate",
+            "0.05",
+            "--set",
+            f"clickhouse_url=chdb://{path}",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     codes: list[int] = []
     deadline = time.monotonic() + seconds + 60
     while proc.poll() is None and time.monotonic() < deadline:

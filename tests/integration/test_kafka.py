@@ -13,9 +13,9 @@ import pytest
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from clickhouse.store import Store
-from dataflows.flow import build_flow
-from dataflows.io import CallbackSink
-from dataflows.kafka import create_topics, kafka_flow, make_producer, produce_all
+from dataflows.connectors.kafka import create_topics, make_producer, produce_all
+from dataflows.connectors.local import CallbackSink
+from dataflows.flow import build_flow, kafka_flow
 from generators.stream import event_stream
 from generators.synth import GeneratorConfig
 from schemas.scored import alert_id_for, decode_alert
@@ -48,8 +48,15 @@ def _events(n: int) -> list[tuple[bytes | None, bytes | None]]:
 def _expected_alert_ids(s: Settings, events: list) -> set[str]:
     """The same bytes through the same flow with in-memory source and sinks."""
     alerts: list = []
-    run_main(build_flow(s, TestingSource([v for _, v in events], batch_size=500),
-                        TestingSink(alerts), TestingSink([]), TestingSink([])))  # fmt: skip
+    run_main(
+        build_flow(
+            s,
+            TestingSource([v for _, v in events], batch_size=500),
+            TestingSink(alerts),
+            TestingSink([]),
+            TestingSink([]),
+        )
+    )
     return {a.alert_id for a in alerts}
 
 
@@ -83,8 +90,16 @@ def test_flow_on_broker_alerts_and_dead_letters(kafka_settings: Settings, runner
         assert m.key() == orjson.loads(m.value())["user_id"].encode()
     # Dead letters: original bytes untouched, precise reasons, origin recorded.
     codes = sorted(dict(m.headers())["error-code"].decode() for m in dlq)
-    assert codes == sorted(["invalid_json", "out_of_range", "unknown_schema_version",
-                            "null_value", "too_large", "wrong_type"])  # fmt: skip
+    assert codes == sorted(
+        [
+            "invalid_json",
+            "out_of_range",
+            "unknown_schema_version",
+            "null_value",
+            "too_large",
+            "wrong_type",
+        ]
+    )
     originals = {k: v for k, v in MALFORMED}
     for m in dlq:
         assert m.value() == originals[m.key()]
@@ -102,16 +117,32 @@ def test_flow_as_bytewax_run_subprocess(kafka_settings: Settings, ch_http: ChSer
     db = f"it_{uuid.uuid4().hex[:10]}"
     events = _events(1200)
     produce_all(make_producer(s), s.topic_transactions, events)
-    env = {**os.environ, **{f"FRAUD_{k.upper()}": str(v) for k, v in {
-        "brokers": s.brokers, "topic_transactions": s.topic_transactions,
-        "topic_alerts": s.topic_alerts, "topic_dlq": s.topic_dlq, "kafka_tail": "false",
-        "partitions": 3, "hst_warmup": 0, "shards": 4,
-        "clickhouse_url": ch_http.url, "clickhouse_database": db,
-    }.items()}}  # fmt: skip
+    env = {
+        **os.environ,
+        **{
+            f"FRAUD_{k.upper()}": str(v)
+            for k, v in {
+                "brokers": s.brokers,
+                "topic_transactions": s.topic_transactions,
+                "topic_alerts": s.topic_alerts,
+                "topic_dlq": s.topic_dlq,
+                "kafka_tail": "false",
+                "partitions": 3,
+                "hst_warmup": 0,
+                "shards": 4,
+                "clickhouse_url": ch_http.url,
+                "clickhouse_database": db,
+            }.items()
+        },
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "dataflows.main:get_flow()", "-w", "2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     dlq = consume_all(s.brokers, s.topic_dlq, 3)
     alerts = consume_all(s.brokers, s.topic_alerts, 3)
@@ -123,9 +154,10 @@ def test_flow_as_bytewax_run_subprocess(kafka_settings: Settings, ch_http: ChSer
         parts.setdefault(m.key(), set()).add(m.partition())
     assert all(len(p) == 1 for p in parts.values())
     store = Store(ch_http.url, db)
-    (n, flagged), = store.client.query(
+    ((n, flagged),) = store.client.query(
         f"SELECT uniqExact(txn_id), uniqExactIf(txn_id, decision != 'approve') "
-        f"FROM {db}.transactions").result_rows  # fmt: skip
+        f"FROM {db}.transactions"
+    ).result_rows
     stored = {a for (a,) in store.client.query(f"SELECT alert_id FROM {db}.alerts").result_rows}
     assert n == len(events) - len(MALFORMED)
     assert flagged == len(stored) == len({decode_alert(m.value()).alert_id for m in alerts})
@@ -140,7 +172,7 @@ def test_topics_create_is_idempotent(kafka_settings: Settings) -> None:
 
 @pytest.mark.integration
 def test_dashboard_verdicts_are_published_to_the_feedback_topic(kafka_settings: Settings) -> None:
-    from dash_app.app import feedback_publisher
+    from dataflows.connectors.kafka import feedback_publisher
     from schemas.scored import decode_review
     from tests.store import known
 

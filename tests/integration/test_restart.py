@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from clickhouse.store import Store
-from dataflows.kafka import make_producer, produce_all
+from dataflows.connectors.kafka import make_producer, produce_all
 from schemas.scored import decode_alert
 from schemas.settings import Settings
 from tests.chserver import ChServer
@@ -31,27 +31,55 @@ ROOT = Path(__file__).parents[2]
 
 
 def _env(s: Settings, ch: ChServer, db: str, recovery: Path) -> dict[str, str]:
-    return {**os.environ, **{f"FRAUD_{k.upper()}": str(v) for k, v in {
-        "brokers": s.brokers, "topic_transactions": s.topic_transactions,
-        "topic_alerts": s.topic_alerts, "topic_dlq": s.topic_dlq, "partitions": 1,
-        "hst_warmup": 0, "shards": 4, "clickhouse_url": ch.url, "clickhouse_database": db,
-        "clickhouse_batch_rows": 200, "recovery_dir": recovery,
-    }.items()}}  # fmt: skip
+    return {
+        **os.environ,
+        **{
+            f"FRAUD_{k.upper()}": str(v)
+            for k, v in {
+                "brokers": s.brokers,
+                "topic_transactions": s.topic_transactions,
+                "topic_alerts": s.topic_alerts,
+                "topic_dlq": s.topic_dlq,
+                "partitions": 1,
+                "hst_warmup": 0,
+                "shards": 4,
+                "clickhouse_url": ch.url,
+                "clickhouse_database": db,
+                "clickhouse_batch_rows": 200,
+                "recovery_dir": recovery,
+            }.items()
+        },
+    }
 
 
 def _flow(env: dict[str, str], recovery: Path, tail: bool) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "dataflows.main:get_flow()", "-r", str(recovery),
-         "-s", "1", "-b", "0"],
-        cwd=ROOT, env={**env, "FRAUD_KAFKA_TAIL": str(tail).lower()}, text=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bytewax.run",
+            "dataflows.main:get_flow()",
+            "-r",
+            str(recovery),
+            "-s",
+            "1",
+            "-b",
+            "0",
+        ],
+        cwd=ROOT,
+        env={**env, "FRAUD_KAFKA_TAIL": str(tail).lower()},
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _stored(store: Store) -> int:
     try:
-        return store.client.query(
-            f"SELECT count() FROM {store.database}.transactions").result_rows[0][0]  # fmt: skip
+        return store.client.query(f"SELECT count() FROM {store.database}.transactions").result_rows[
+            0
+        ][0]
     except Exception:  # database not migrated yet by the flow
         store.reset()
         return 0
@@ -67,8 +95,12 @@ def test_restart_loses_no_input_and_replays_harmlessly(
     first, second = events[:2000], events[2000:]
     recovery = tmp_path / "recovery"
     recovery.mkdir()
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True,
-                   cwd=ROOT, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "bytewax.recovery", str(recovery), "1"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
     db = f"rs_{uuid.uuid4().hex[:8]}"
     env = _env(s, ch_http, db, recovery)
     store = Store(ch_http.url, db)
@@ -91,8 +123,9 @@ def test_restart_loses_no_input_and_replays_harmlessly(
     assert again.returncode == 0, err[-3000:]
 
     good = len(events) - len(MALFORMED)
-    (rows, uniq), = store.client.query(
-        f"SELECT count(), uniqExact(txn_id) FROM {db}.transactions").result_rows  # fmt: skip
+    ((rows, uniq),) = store.client.query(
+        f"SELECT count(), uniqExact(txn_id) FROM {db}.transactions"
+    ).result_rows
     assert uniq == good, "every valid input transaction is stored: none lost"
     assert rows >= uniq
     alerts = consume_all(s.brokers, s.topic_alerts, 1)
@@ -105,7 +138,8 @@ def test_restart_loses_no_input_and_replays_harmlessly(
         assert prev == a.txn_id.encode() + a.decision.encode()
     dlq = consume_all(s.brokers, s.topic_dlq, 1)
     assert len({dict(m.headers())["source-offset"] for m in dlq}) == len(MALFORMED)
-    (q_uniq,), = store.client.query(
-        f"SELECT uniqExact(txn_id) FROM {db}.transactions FINAL").result_rows  # fmt: skip
+    ((q_uniq,),) = store.client.query(
+        f"SELECT uniqExact(txn_id) FROM {db}.transactions FINAL"
+    ).result_rows
     assert q_uniq == good
     store.client.command(f"DROP DATABASE {db}")

@@ -14,14 +14,34 @@ from tests.conftest import T0
 ROWS = [
     ("t1", "u1", 0, 10.0, "USD", 10.0, 0.05, "approve", (), 50),
     ("t2", "u1", 30, 20.0, "USD", 20.0, 0.15, "approve", (), 50),
-    ("t3", "u2", 61, 100.0, "EUR", 110.0, 0.6, "review",
-     (("high_amount", 0.4), ("anomaly", 0.3)), 50),
+    (
+        "t3",
+        "u2",
+        61,
+        100.0,
+        "EUR",
+        110.0,
+        0.6,
+        "review",
+        (("high_amount", 0.4), ("anomaly", 0.3)),
+        50,
+    ),
     ("t4", "u2", 90, 500.0, "USD", 500.0, 0.9, "block", (("impossible_travel", 0.8),), 150),
-    ("t5", "u3", 125, 5.0, "USD", 5.0, 0.85, "block",
-     (("card_testing", 0.7), ("velocity", 0.2)), 50),
+    (
+        "t5",
+        "u3",
+        125,
+        5.0,
+        "USD",
+        5.0,
+        0.85,
+        "block",
+        (("card_testing", 0.7), ("velocity", 0.2)),
+        50,
+    ),
     ("t6", "u3", 130, 7.0, "USD", 7.0, 0.2, "approve", (("card_testing", 0.1),), 50),
     ("t7", "u1", 3600, 1000.0, "USD", 1000.0, 0.1, "approve", (), 50),
-]  # fmt: skip
+]
 
 
 def scored(replay: bool = False) -> list[ScoredTransaction]:
@@ -29,14 +49,37 @@ def scored(replay: bool = False) -> list[ScoredTransaction]:
     out = []
     for tid, user, sec, amount, cur, usd, risk, decision, reasons, lat_ms in ROWS:
         ts = T0 + timedelta(seconds=sec)
-        txn = Transaction(tid, ts, user, f"c-{user}", "m1", "grocery", amount, cur,
-                          40.0 + sec / 1000, -74.0, "US", "pos")  # fmt: skip
+        txn = Transaction(
+            tid,
+            ts,
+            user,
+            f"c-{user}",
+            "m1",
+            "grocery",
+            amount,
+            cur,
+            40.0 + sec / 1000,
+            -74.0,
+            "US",
+            "pos",
+        )
         processed = ts + timedelta(milliseconds=lat_ms, hours=2 if replay else 0)
-        out.append(ScoredTransaction(
-            txn, Label(decision == "block"), {"amount_usd": usd, "cnt_1m": 1.0}, 0.5, 0.5,
-            tuple(Reason(c, f"{c} detail", w) for c, w in reasons), risk, decision,
-            "rules-v1+test", processed, False, ts,
-        ))  # fmt: skip
+        out.append(
+            ScoredTransaction(
+                txn,
+                Label(decision == "block"),
+                {"amount_usd": usd, "cnt_1m": 1.0},
+                0.5,
+                0.5,
+                tuple(Reason(c, f"{c} detail", w) for c, w in reasons),
+                risk,
+                decision,
+                "rules-v1+test",
+                processed,
+                False,
+                ts,
+            )
+        )
     return out
 
 

@@ -54,11 +54,19 @@ def test_kpis_of_a_quiet_range(loaded: Store) -> None:
 def test_volume_series_from_rollup(loaded: Store) -> None:
     df = q.volume_series(loaded, START, END, 60)
     got = [(b.minute, d, n) for b, d, n in zip(df.bucket, df.decision, df.txns, strict=True)]
-    assert got == [(0, "approve", 2), (1, "block", 1), (1, "review", 1),
-                   (2, "approve", 1), (2, "block", 1)]  # fmt: skip
+    assert got == [
+        (0, "approve", 2),
+        (1, "block", 1),
+        (1, "review", 1),
+        (2, "approve", 1),
+        (2, "block", 1),
+    ]
     five = q.volume_series(loaded, START, END, 300)
     assert sorted(zip(five.decision, five.txns, strict=True)) == [
-        ("approve", 3), ("block", 2), ("review", 1)]  # fmt: skip
+        ("approve", 3),
+        ("block", 2),
+        ("review", 1),
+    ]
 
 
 def test_bucket_seconds_keeps_points_bounded() -> None:
@@ -70,15 +78,25 @@ def test_bucket_seconds_keeps_points_bounded() -> None:
 def test_risk_distribution(loaded: Store) -> None:
     df = q.risk_distribution(loaded, START, END, bins=10)
     got = [(round(lo, 2), d, n) for lo, d, n in zip(df.low, df.decision, df.txns, strict=True)]
-    assert got == [(0.0, "approve", 1), (0.1, "approve", 1), (0.2, "approve", 1),
-                   (0.6, "review", 1), (0.8, "block", 1), (0.9, "block", 1)]  # fmt: skip
+    assert got == [
+        (0.0, "approve", 1),
+        (0.1, "approve", 1),
+        (0.2, "approve", 1),
+        (0.6, "review", 1),
+        (0.8, "block", 1),
+        (0.9, "block", 1),
+    ]
 
 
 def test_rule_hits(loaded: Store) -> None:
     df = q.rule_hits(loaded, START, END)
     assert list(zip(df.code, df.hits, df.flagged_hits, strict=True)) == [
-        ("card_testing", 2, 1), ("anomaly", 1, 1), ("high_amount", 1, 1),
-        ("impossible_travel", 1, 1), ("velocity", 1, 1)]  # fmt: skip
+        ("card_testing", 2, 1),
+        ("anomaly", 1, 1),
+        ("high_amount", 1, 1),
+        ("impossible_travel", 1, 1),
+        ("velocity", 1, 1),
+    ]
     assert df.mean_contribution[0] == pytest.approx(0.4)
 
 
@@ -150,9 +168,12 @@ def test_review_backlog_and_verdict_stats(loaded: Store) -> None:
     cols = zip(v.code, v.alerts, v.reviewed, v.confirmed, v.false_positive, strict=True)
     got = {c: (a, r, cf, fp) for c, a, r, cf, fp in cols}
     assert got == {
-        "anomaly": (1, 0, 0, 0), "card_testing": (1, 1, 0, 0), "high_amount": (1, 0, 0, 0),
-        "impossible_travel": (1, 1, 1, 0), "velocity": (1, 1, 0, 0),
-    }  # fmt: skip
+        "anomaly": (1, 0, 0, 0),
+        "card_testing": (1, 1, 0, 0),
+        "high_amount": (1, 0, 0, 0),
+        "impossible_travel": (1, 1, 1, 0),
+        "velocity": (1, 1, 0, 0),
+    }
     prec = dict(zip(v.code, v.precision, strict=True))
     assert prec["impossible_travel"] == 1.0 and math.isnan(prec["card_testing"])
 

@@ -16,9 +16,9 @@ from bytewax.testing import TestingSink, run_main
 
 from clickhouse import queries as q
 from clickhouse.store import Store, migrate
-from dataflows.chsink import ClickHouseSink, RetryPolicy, clickhouse_sink
+from dataflows.connectors.chsink import ClickHouseSink, RetryPolicy, clickhouse_sink
+from dataflows.connectors.local import IterSource
 from dataflows.flow import build_flow
-from dataflows.io import IterSource
 from generators.stream import event_stream
 from generators.synth import GeneratorConfig
 from schemas.errors import StoreError
@@ -39,8 +39,14 @@ def _events() -> list[bytes]:
 def _run(s: Settings, events: list[bytes], rows_sink: Any) -> list[Any]:
     alerts: list[Any] = []
     dlq: list[Any] = []
-    flow = build_flow(s, IterSource(lambda: events, batch=300), TestingSink(alerts), rows_sink,
-                      TestingSink(dlq), clock=fixed_clock)  # fmt: skip
+    flow = build_flow(
+        s,
+        IterSource(lambda: events, batch=300),
+        TestingSink(alerts),
+        rows_sink,
+        TestingSink(dlq),
+        clock=fixed_clock,
+    )
     run_main(flow)
     assert len(dlq) == 2
     return alerts
@@ -60,18 +66,23 @@ def _figures(store: Store, lo: Any, hi: Any) -> dict[str, Any]:
 
 
 def test_flow_to_clickhouse_then_replay_changes_no_figure(store: Store, settings: Settings) -> None:
-    s = settings.model_copy(update={
-        "clickhouse_url": store.url, "clickhouse_database": store.database,
-        "clickhouse_batch_rows": 500})  # fmt: skip
+    s = settings.model_copy(
+        update={
+            "clickhouse_url": store.url,
+            "clickhouse_database": store.database,
+            "clickhouse_batch_rows": 500,
+        }
+    )
     events = _events()
     expected: list[ScoredTransaction] = []
     _run(s, events, TestingSink(expected))
     alerts = _run(s, events, clickhouse_sink(s))
 
     db = store.database
-    (n, uniq, usd, flagged, blocked), = store.client.query(
+    ((n, uniq, usd, flagged, blocked),) = store.client.query(
         f"SELECT count(), uniqExact(txn_id), sum(amount_usd), countIf(decision != 'approve'),"
-        f" countIf(decision = 'block') FROM {db}.transactions").result_rows  # fmt: skip
+        f" countIf(decision = 'block') FROM {db}.transactions"
+    ).result_rows
     assert n == uniq == len(expected) == N_EVENTS
     assert usd == pytest.approx(sum(r.features["amount_usd"] for r in expected))
     assert flagged == sum(r.flagged for r in expected) == len(alerts) > 20
@@ -117,8 +128,9 @@ BACKGROUND = pytest.mark.parametrize("background", [True, False], ids=["thread",
 @BACKGROUND
 def test_batches_by_size_time_and_epoch(store: Store, background: bool) -> None:
     clock = _Clock()
-    sink = ClickHouseSink(store.url, store.database, rows=5, seconds=1.0, clock=clock,
-                          background=background)  # fmt: skip
+    sink = ClickHouseSink(
+        store.url, store.database, rows=5, seconds=1.0, clock=clock, background=background
+    )
     part = sink.build_part("rows", "clickhouse-0", None)
     rows = known.scored()
 
@@ -146,8 +158,9 @@ def test_batches_by_size_time_and_epoch(store: Store, background: bool) -> None:
 
 @BACKGROUND
 def test_schema_error_is_raised_naming_the_table(store: Store, background: bool) -> None:
-    sink = ClickHouseSink(store.url, f"missing_{uuid.uuid4().hex[:6]}", rows=1, seconds=1.0,
-                          background=background)  # fmt: skip
+    sink = ClickHouseSink(
+        store.url, f"missing_{uuid.uuid4().hex[:6]}", rows=1, seconds=1.0, background=background
+    )
     part = sink.build_part("rows", "clickhouse-0", None)
     with pytest.raises(
         StoreError, match=r"insert of 1 rows into .*missing_\w+\.transactions failed"
@@ -165,10 +178,14 @@ def test_clickhouse_down_applies_backpressure_and_loses_nothing(
     with ChServer(tmp_path / "ch") as srv:
         store = Store(srv.url, "fraud")
         migrate(store, 3650)
-        part = ClickHouseSink(srv.url, "fraud", rows=3, seconds=60.0,
-                              policy=RetryPolicy(initial_s=0.05, max_s=0.2),
-                              background=background,
-                              ).build_part("rows", "clickhouse-0", None)  # fmt: skip
+        part = ClickHouseSink(
+            srv.url,
+            "fraud",
+            rows=3,
+            seconds=60.0,
+            policy=RetryPolicy(initial_s=0.05, max_s=0.2),
+            background=background,
+        ).build_part("rows", "clickhouse-0", None)
         rows = known.scored()
         part.write_batch(rows[:3])
         part.wait()

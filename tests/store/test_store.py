@@ -44,7 +44,11 @@ def test_row_builders_follow_column_order() -> None:
     }
     trow = dict(zip(TRANSACTIONS.columns, txn_row(s), strict=True))
     assert (trow["txn_id"], trow["amount_usd"], trow["decision"], trow["is_fraud"]) == (
-        "t4", 500.0, "block", 1)  # fmt: skip
+        "t4",
+        500.0,
+        "block",
+        1,
+    )
     assert trow["reasons"] == [("impossible_travel", "impossible_travel detail", 0.8)]
 
 
@@ -92,9 +96,11 @@ def test_migration_files_are_well_formed(tmp_path: Path) -> None:
 
 def test_ttl_setting_is_applied_and_drops_expired_rows(store: Store) -> None:
     migrate(store, ttl_days=7)
-    (engine,), = store.client.query(
+    ((engine,),) = store.client.query(
         "SELECT engine_full FROM system.tables WHERE database = {db:String}"
-        " AND name = 'transactions'", parameters={"db": store.database}).result_rows  # fmt: skip
+        " AND name = 'transactions'",
+        parameters={"db": store.database},
+    ).result_rows
     assert "toIntervalDay(7)" in engine
     known.load(store, duplicates=False)  # processed in March 2026: past a 7-day TTL
     store.client.command(f"OPTIMIZE TABLE {store.database}.transactions FINAL")
@@ -109,7 +115,8 @@ def test_reviews_round_trip(store: Store) -> None:
     store.insert(REVIEWS, [review_row(r) for r in rs])
     got = store.client.query(
         f"SELECT alert_id, verdict, assignee, note, reviewed_at FROM {store.database}"
-        ".alert_reviews ORDER BY reviewed_at").result_rows  # fmt: skip
+        ".alert_reviews ORDER BY reviewed_at"
+    ).result_rows
     assert [(g[1], g[2], g[3]) for g in got] == [(r.verdict, r.assignee, r.note) for r in rs]
     assert got[0][4].replace(tzinfo=T0.tzinfo) == T0 + timedelta(hours=3)
 
@@ -146,8 +153,10 @@ def test_locked_chdb_directory_is_named(tmp_path: Path) -> None:
     """chDB locks its directory per process; the error says which and why."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(tmp_path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         code = (
@@ -155,8 +164,13 @@ def test_locked_chdb_directory_is_named(tmp_path: Path) -> None:
             "try:\n    connect('chdb://' + sys.argv[1])\n"
             "except Exception as e:\n    print(type(e).__name__, e)\n"
         )
-        out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                             text=True, timeout=120, cwd=Path(__file__).parents[2])  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).parents[2],
+        )
         assert f"StoreError chDB data directory {tmp_path} is locked by another process" in (
             out.stdout
         ), out.stderr

@@ -7,19 +7,33 @@ from dataclasses import replace
 
 from river.anomaly import HalfSpaceTrees
 
-from dataflows.anomaly import ShardModel, scale_features
+from dataflows.detection.anomaly import ShardModel, scale_features
 from tests.unit.test_rules import BASE
 
 
 def test_scaled_features_stay_in_unit_interval() -> None:
     extremes = [
         BASE,
-        replace(BASE, amount_usd=1e9, amount_z=1e3, cnt_1m=10**6, cnt_10m=10**6, cnt_1h=10**6,
-                cnt_24h=10**6, sum_24h_usd=1e12, small_10m=999, speed_kmh=1e9, km_prev=3e4,
-                history=10**7, new_country=True, new_device=True, hour_share=0.0,
-                card_present=False),
+        replace(
+            BASE,
+            amount_usd=1e9,
+            amount_z=1e3,
+            cnt_1m=10**6,
+            cnt_10m=10**6,
+            cnt_1h=10**6,
+            cnt_24h=10**6,
+            sum_24h_usd=1e12,
+            small_10m=999,
+            speed_kmh=1e9,
+            km_prev=3e4,
+            history=10**7,
+            new_country=True,
+            new_device=True,
+            hour_share=0.0,
+            card_present=False,
+        ),
         replace(BASE, amount_usd=0.01, amount_z=-50.0, hour_share=1.0, history=0),
-    ]  # fmt: skip
+    ]
     for f in extremes:
         x = scale_features(f)
         assert all(0.0 <= v <= 1.0 for v in x.values()), x
@@ -58,7 +72,7 @@ def test_seeded_models_are_deterministic() -> None:
 
 
 def test_feature_names_are_what_the_model_is_fed() -> None:
-    from dataflows.anomaly import FEATURE_NAMES
+    from dataflows.detection.anomaly import FEATURE_NAMES
 
     assert tuple(scale_features(BASE)) == FEATURE_NAMES
 
@@ -74,10 +88,10 @@ def test_snapshots_restore_the_same_model_without_touching_the_live_one() -> Non
     for engine in ("river", "numpy"):
         for cut in (0, 30, 50, 130, 777):
             xs = _stream(1000, seed=cut)
-            live = ShardModel(10, 6, 50, 42, warmup=0, calib=100, engine=engine,
-                              features=("a", "b"))  # fmt: skip
-            ref = ShardModel(10, 6, 50, 42, warmup=0, calib=100, engine=engine,
-                             features=("a", "b"))  # fmt: skip
+            live = ShardModel(
+                10, 6, 50, 42, warmup=0, calib=100, engine=engine, features=("a", "b")
+            )
+            ref = ShardModel(10, 6, 50, 42, warmup=0, calib=100, engine=engine, features=("a", "b"))
             head = [live.score_learn(x) for x in xs[:cut]]
             assert head == [ref.score_learn(x) for x in xs[:cut]]
             back = pickle.loads(pickle.dumps(live, protocol=pickle.HIGHEST_PROTOCOL))

@@ -49,8 +49,16 @@ def test_run_scores_a_file_stores_it_and_reports_dead_letters(
     path = tmp_path / "in.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     db = f"cli_{uuid.uuid4().hex[:8]}"
-    sets = ["--set", "hst_warmup=0", "--set", f"clickhouse_url={chdb_url}",
-            "--set", f"clickhouse_database={db}", "--set", "clickhouse_ttl_days=3650"]  # fmt: skip
+    sets = [
+        "--set",
+        "hst_warmup=0",
+        "--set",
+        f"clickhouse_url={chdb_url}",
+        "--set",
+        f"clickhouse_database={db}",
+        "--set",
+        "clickhouse_ttl_days=3650",
+    ]
     assert main(["run", "--input", str(path), *sets]) == 0
     out = capsys.readouterr()
     assert "20 transactions scored" in out.out
@@ -72,14 +80,16 @@ def test_bad_clickhouse_url_is_refused(capsys) -> None:
 def test_generate_is_deterministic(tmp_path: Path) -> None:
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     for p in (a, b):
-        assert main(["generate", "--count", "500", "--seed", "3", "--to", "file",
-                     "--out", str(p)]) == 0  # fmt: skip
+        assert (
+            main(["generate", "--count", "500", "--seed", "3", "--to", "file", "--out", str(p)])
+            == 0
+        )
     assert a.read_bytes() == b.read_bytes()
     assert len(a.read_bytes().splitlines()) == 500
 
 
 def test_partitioned_source_keeps_each_user_in_one_partition() -> None:
-    from dataflows.io import PartitionedSource
+    from dataflows.connectors.local import PartitionedSource
 
     events = [txn_bytes(i, txn_id=f"t{i}", user_id=f"u{i % 7}") for i in range(70)]
     src = PartitionedSource(events, parts=3)

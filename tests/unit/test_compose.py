@@ -46,8 +46,11 @@ def test_every_fraud_variable_is_a_setting() -> None:
 
 
 def test_env_example_values_are_valid_settings() -> None:
-    values = {k.removeprefix("FRAUD_").lower(): v for k, v in ENV_EXAMPLE.items()
-              if k.startswith("FRAUD_") and k not in COMPOSE_KNOBS}  # fmt: skip
+    values = {
+        k.removeprefix("FRAUD_").lower(): v
+        for k, v in ENV_EXAMPLE.items()
+        if k.startswith("FRAUD_") and k not in COMPOSE_KNOBS
+    }
     Settings(**values)  # raises naming the field if a value is invalid
 
 

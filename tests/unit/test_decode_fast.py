@@ -14,17 +14,65 @@ from generators.synth import GeneratorConfig
 from schemas.transaction import TRANSACTION_SPECS, decode_event, decode_event_checked
 
 ODD_VALUES: tuple[Any, ...] = (
-    None, True, False, 0, 1, 1.0, 2, -1, 5, 0.0, -0.5, 1e9, 1e9 + 1, 1e400, -91.0, 90.0, 180.0,
-    181, "", "x", "x" * 64, "x" * 65, "1", "USD", "usd", "XX", "us", "US", "É", "pos",
-    "POS", "ecom", "10.0.0.1", "::1", "1", "not an ip!", [], {}, ["a"], {"a": 1},
-    "2026-01-05T10:00:00Z", "2026-01-05T10:00:00.123+02:00", "2026-01-05 10:00:00+00:00",
-    "2026-01-05T10:00:00", "2026-01-05", "20260105T100000Z", "yesterday",
-)  # fmt: skip
+    None,
+    True,
+    False,
+    0,
+    1,
+    1.0,
+    2,
+    -1,
+    5,
+    0.0,
+    -0.5,
+    1e9,
+    1e9 + 1,
+    1e400,
+    -91.0,
+    90.0,
+    180.0,
+    181,
+    "",
+    "x",
+    "x" * 64,
+    "x" * 65,
+    "1",
+    "USD",
+    "usd",
+    "XX",
+    "us",
+    "US",
+    "É",
+    "pos",
+    "POS",
+    "ecom",
+    "10.0.0.1",
+    "::1",
+    "1",
+    "not an ip!",
+    [],
+    {},
+    ["a"],
+    {"a": 1},
+    "2026-01-05T10:00:00Z",
+    "2026-01-05T10:00:00.123+02:00",
+    "2026-01-05 10:00:00+00:00",
+    "2026-01-05T10:00:00",
+    "2026-01-05",
+    "20260105T100000Z",
+    "yesterday",
+)
 LABELS: tuple[Any, ...] = (
-    None, {"is_fraud": True}, {"is_fraud": False, "pattern": None},
-    {"is_fraud": True, "pattern": "card_testing", "extra": 1}, {"is_fraud": 1},
-    {"pattern": "x"}, {"is_fraud": True, "pattern": 3}, [], "yes",
-)  # fmt: skip
+    None,
+    {"is_fraud": True},
+    {"is_fraud": False, "pattern": None},
+    {"is_fraud": True, "pattern": "card_testing", "extra": 1},
+    {"is_fraud": 1},
+    {"pattern": "x"},
+    {"is_fraud": True, "pattern": 3},
+    [],
+    "yes",
+)
 
 
 def _same(raw: Any) -> None:
@@ -58,8 +106,19 @@ def test_labels_shapes_and_documents_decode_identically() -> None:
     _same(orjson.dumps({k: v for k, v in base.items() if k != "label"}))
     _same(orjson.dumps({**base, "new_optional_field": {"nested": [1, 2]}}))
     doc = orjson.dumps(base).decode()
-    for raw in (doc, doc[:-1], "[]", "null", "1", '"s"', "", "{}", doc.replace("{", "{ ", 1),
-                doc[:-1] + ',"amount":7.5}', doc[:-1] + ',"amount":"7.5"}'):  # fmt: skip
+    for raw in (
+        doc,
+        doc[:-1],
+        "[]",
+        "null",
+        "1",
+        '"s"',
+        "",
+        "{}",
+        doc.replace("{", "{ ", 1),
+        doc[:-1] + ',"amount":7.5}',
+        doc[:-1] + ',"amount":"7.5"}',
+    ):
         _same(raw)
         _same(raw.encode())
 

@@ -8,8 +8,8 @@ import random
 import pytest
 from river.anomaly import HalfSpaceTrees
 
-from dataflows.anomaly import ShardModel
-from dataflows.fasthst import NumpyHST
+from dataflows.detection.anomaly import ShardModel
+from dataflows.detection.fasthst import NumpyHST
 
 FEATURES = ["zeta", "amount", "cnt", "speed", "ecom"]  # unsorted on purpose
 
@@ -40,8 +40,9 @@ def _river(xs: list[dict[str, float]], trees: int, height: int, window: int, see
     ("trees", "height", "window", "seed"),
     [(25, 6, 250, 42), (10, 8, 50, 7), (3, 1, 10, 0), (1, 3, 1000, 123)],
 )
-def test_bitwise_equal_to_river_for_any_batching(trees: int, height: int, window: int,
-                                                  seed: int) -> None:  # fmt: skip
+def test_bitwise_equal_to_river_for_any_batching(
+    trees: int, height: int, window: int, seed: int
+) -> None:
     xs = _stream(4000, seed=seed + 1)
     ref = _river(xs, trees, height, window, seed)
     model = NumpyHST(FEATURES, trees, height, window, seed)

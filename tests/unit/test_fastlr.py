@@ -5,8 +5,8 @@ from __future__ import annotations
 import pickle
 import random
 
-from dataflows.fastlr import FastLogReg
-from dataflows.learner import LEARNER_FEATURES, LEARNING_RATE, river_model
+from dataflows.detection.fastlr import FastLogReg
+from dataflows.detection.learner import LEARNER_FEATURES, LEARNING_RATE, river_model
 
 N = len(LEARNER_FEATURES)
 
@@ -16,8 +16,10 @@ def _stream(n: int, seed: int = 1) -> list[tuple[tuple[float, ...], bool]]:
     rnd = random.Random(seed)
     out = []
     for _ in range(n):
-        x = tuple(rnd.gauss(0, 1) * (40 if j % 5 == 0 else 1) + (6 if rnd.random() < 0.02 else 0)
-                  for j in range(N))  # fmt: skip
+        x = tuple(
+            rnd.gauss(0, 1) * (40 if j % 5 == 0 else 1) + (6 if rnd.random() < 0.02 else 0)
+            for j in range(N)
+        )
         out.append((x, rnd.random() < 0.02 + 0.4 * (x[1] > 2)))
     return out
 
@@ -32,7 +34,8 @@ def test_probabilities_and_weights_are_bitwise_rivers() -> None:
     for i, (x, y) in enumerate(_stream(8000)):
         if i >= 50:
             assert fast.predict_proba(x) == ref.predict_proba_one(
-                dict(zip(LEARNER_FEATURES, x, strict=True))).get(True, 0.0), i  # fmt: skip
+                dict(zip(LEARNER_FEATURES, x, strict=True))
+            ).get(True, 0.0), i
         ref.learn_one(dict(zip(LEARNER_FEATURES, x, strict=True)), y)
         fast.learn(x, y)
     weights, intercept = _river_state(ref)
@@ -57,7 +60,7 @@ def test_converts_a_river_model_and_survives_pickling() -> None:
 
 
 def test_restored_models_of_other_versions_are_upgraded_or_restarted() -> None:
-    from dataflows.learner import current_model
+    from dataflows.detection.learner import current_model
 
     fast = FastLogReg(N, LEARNING_RATE)
     assert current_model(fast) is fast

@@ -6,19 +6,35 @@ from dataclasses import replace
 
 import pytest
 
-from dataflows.rules import RULE_CODES, evaluate_rules
-from dataflows.scoring import anomaly_reason, combine, decide
-from dataflows.state import Features
+from dataflows.detection.rules import RULE_CODES, evaluate_rules
+from dataflows.detection.scoring import anomaly_reason, combine, decide
+from dataflows.detection.state import Features
 from schemas.scored import Reason
 from schemas.settings import load_settings
 
 S = load_settings()
 BASE = Features(
-    amount_usd=40.0, fx_known=True, history=50, amount_z=0.1, cnt_1m=1, cnt_10m=1, cnt_1h=1,
-    cnt_24h=3, sum_1h_usd=40.0, sum_24h_usd=120.0, small_10m=0, km_prev=2.0, dt_prev_s=3600.0,
-    speed_kmh=2.0, new_country=False, new_device=False, hour_local=14, hour_share=0.12,
-    card_present=True, late=False,
-)  # fmt: skip
+    amount_usd=40.0,
+    fx_known=True,
+    history=50,
+    amount_z=0.1,
+    cnt_1m=1,
+    cnt_10m=1,
+    cnt_1h=1,
+    cnt_24h=3,
+    sum_1h_usd=40.0,
+    sum_24h_usd=120.0,
+    small_10m=0,
+    km_prev=2.0,
+    dt_prev_s=3600.0,
+    speed_kmh=2.0,
+    new_country=False,
+    new_device=False,
+    hour_local=14,
+    hour_share=0.12,
+    card_present=True,
+    late=False,
+)
 
 CASES = [
     ({}, []),
@@ -39,9 +55,11 @@ CASES = [
     ({"new_device": True}, ["new_device"]),
     ({"hour_share": 0.01}, ["unusual_hour"]),
     ({"hour_share": 0.01, "history": 10}, []),
-    ({"new_country": True, "new_device": True, "hour_share": 0.0, "amount_z": 4.0},
-     ["amount_zscore", "new_country", "new_device", "unusual_hour"]),
-]  # fmt: skip
+    (
+        {"new_country": True, "new_device": True, "hour_share": 0.0, "amount_z": 4.0},
+        ["amount_zscore", "new_country", "new_device", "unusual_hour"],
+    ),
+]
 
 
 @pytest.mark.parametrize(("over", "codes"), CASES)

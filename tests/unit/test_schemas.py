@@ -54,8 +54,11 @@ BAD = [
     (b"[1, 2]", "not_an_object", None),
     (orjson.dumps(txn_dict(schema_version=2)), "unknown_schema_version", "schema_version"),
     (orjson.dumps(txn_dict(schema_version="1")), "unknown_schema_version", "schema_version"),
-    (orjson.dumps({k: v for k, v in txn_dict().items() if k != "amount"}), "missing_field",
-     "amount"),
+    (
+        orjson.dumps({k: v for k, v in txn_dict().items() if k != "amount"}),
+        "missing_field",
+        "amount",
+    ),
     (txn_bytes(amount=-5), "out_of_range", "amount"),
     (txn_bytes(amount=0), "out_of_range", "amount"),
     (txn_bytes(amount=2e9), "out_of_range", "amount"),
@@ -77,7 +80,7 @@ BAD = [
     (txn_bytes(channel="phone"), "invalid_value", "channel"),
     (txn_bytes(ip="not an ip!"), "invalid_value", "ip"),
     (txn_bytes(label={"is_fraud": "yes"}), "invalid_value", "label"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("raw", "code", "field"), BAD)
@@ -94,10 +97,17 @@ def _scored(decision: str = "block") -> ScoredTransaction:
     res = decode_event(txn_bytes(7))
     assert isinstance(res, tuple)
     return ScoredTransaction(
-        res[0], None, {"amount_usd": 42.5}, 0.7, 0.99,
-        (Reason("impossible_travel", "5000 km in 10 min", 0.9),), 0.93, decision, "v",
+        res[0],
+        None,
+        {"amount_usd": 42.5},
+        0.7,
+        0.99,
+        (Reason("impossible_travel", "5000 km in 10 min", 0.9),),
+        0.93,
+        decision,
+        "v",
         datetime(2026, 3, 2, 13, 0, tzinfo=UTC),
-    )  # fmt: skip
+    )
 
 
 def test_alert_roundtrip_and_stable_id() -> None:
@@ -119,8 +129,15 @@ def test_alert_json_matches_published_schema_fields() -> None:
 
 
 def test_review_roundtrip_and_validation() -> None:
-    r = Review("a1", "t1", "alice", "confirmed_fraud", "ann", "called the customer",
-               datetime(2026, 3, 2, tzinfo=UTC))  # fmt: skip
+    r = Review(
+        "a1",
+        "t1",
+        "alice",
+        "confirmed_fraud",
+        "ann",
+        "called the customer",
+        datetime(2026, 3, 2, tzinfo=UTC),
+    )
     assert decode_review(encode_review(r)) == r
     with pytest.raises(ValueError, match="verdict"):
         Review("a1", "t1", "alice", "maybe", "ann", None, datetime(2026, 3, 2, tzinfo=UTC))
@@ -173,8 +190,12 @@ def test_records_and_datetimes_pickle_compactly_and_round_trip_exactly() -> None
         assert back == obj and type(back) is type(obj)
         ops = {op.name for op, _, _ in pickletools.genops(pickle.dumps(obj))}
         assert "REDUCE" in ops and "BUILD" not in ops  # a constructor call, no slot state
-    for d in (datetime(2026, 1, 5, 1, 2, 3, 456789, tzinfo=UTC), datetime(1, 1, 1, tzinfo=UTC),
-              datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), datetime(2026, 1, 1),
-              datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))):  # fmt: skip
+    for d in (
+        datetime(2026, 1, 5, 1, 2, 3, 456789, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 1, 1),
+        datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+    ):
         back = pickle.loads(pickle.dumps(d))
         assert back == d and back.tzinfo == d.tzinfo and type(back) is datetime

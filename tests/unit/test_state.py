@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from dataflows.state import MAX_EVENTS, UserState, haversine_km, local_hour, observe
+from dataflows.detection.state import MAX_EVENTS, UserState, haversine_km, local_hour, observe
 from schemas.transaction import Transaction, decode_event
 from tests.conftest import T0, txn_bytes
 
@@ -25,10 +25,12 @@ def feed(state: UserState, *txns: Transaction, lateness_s: float = 300):
 
 @pytest.mark.parametrize(
     ("a", "b", "km"),
-    [((40.7128, -74.006), (51.5074, -0.1278), 5570.0),  # New York - London
-     ((48.8566, 2.3522), (48.8566, 2.3522), 0.0),
-     ((0.0, 179.9), (0.0, -179.9), 22.2)],  # across the antimeridian
-)  # fmt: skip
+    [
+        ((40.7128, -74.006), (51.5074, -0.1278), 5570.0),  # New York - London
+        ((48.8566, 2.3522), (48.8566, 2.3522), 0.0),
+        ((0.0, 179.9), (0.0, -179.9), 22.2),
+    ],  # across the antimeridian
+)
 def test_haversine(a, b, km) -> None:
     assert haversine_km(*a, *b) == pytest.approx(km, rel=0.01, abs=0.5)
 
@@ -116,15 +118,23 @@ def test_one_scan_windows_equal_the_reference_windows() -> None:
     import random
     from array import array
 
-    from dataflows.state import DAY_MS, UserState
+    from dataflows.detection.state import DAY_MS, UserState
 
     rng = random.Random(4)
     for _ in range(200):
         st = UserState()
         ts = sorted(rng.uniform(0, 2 * DAY_MS) for _ in range(rng.randint(0, 80)))
-        st.events = array("d", [v for t in ts for v in (t, rng.choice([1.0, 3.5, 20.0, 999.9]),
-                                                        0.0, 0.0)])  # fmt: skip
+        st.events = array(
+            "d", [v for t in ts for v in (t, rng.choice([1.0, 3.5, 20.0, 999.9]), 0.0, 0.0)]
+        )
         end = rng.choice([*ts, rng.uniform(0, 2 * DAY_MS)]) if ts else 0.0
         ref = [st.window(end, span, 5.0) for span in (60_000, 600_000, 3_600_000, DAY_MS)]
-        assert st.windows(end, 5.0) == (ref[0][0], ref[1][0], ref[1][2], ref[2][0], ref[2][1],
-                                        ref[3][0], ref[3][1])  # fmt: skip
+        assert st.windows(end, 5.0) == (
+            ref[0][0],
+            ref[1][0],
+            ref[1][2],
+            ref[2][0],
+            ref[2][1],
+            ref[3][0],
+            ref[3][1],
+        )

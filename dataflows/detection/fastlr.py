@@ -66,8 +66,9 @@ class FastLogReg:
         return new
 
     def _scaled(self, x: tuple[float, ...]) -> list[float]:
-        return [(xi - m) / sd if sd else 0.0
-                for xi, m, sd in zip(x, self.means, self.stds, strict=True)]  # fmt: skip
+        return [
+            (xi - m) / sd if sd else 0.0 for xi, m, sd in zip(x, self.means, self.stds, strict=True)
+        ]
 
     def _logit(self, xs: list[float]) -> float:
         dot = 0.0

@@ -21,6 +21,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,28 +49,21 @@ class _Counters:
 
 def _generate(s: Settings, cfg: GeneratorConfig, rate: float, c: _Counters) -> None:
     """Produce paced events to the transactions topic until told to stop."""
-    from dataflows.kafka import make_producer
+    from dataflows.connectors.kafka import make_producer, produce_all
 
-    producer = make_producer(s)
     pacer = Pacer(rate)
-    try:
-        for key, value in event_stream(cfg):
-            if c.stop.is_set():
-                break
+
+    def paced() -> Iterator[tuple[bytes, bytes]]:
+        for kv in event_stream(cfg):
             pacer.tick()
-            while True:
-                try:
-                    producer.produce(s.topic_transactions, key=key, value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            producer.poll(0)
             c.produced += 1
+            yield kv
+
+    try:
+        produce_all(make_producer(s), s.topic_transactions, paced(), stop=c.stop, flush_s=5.0)
     except Exception:
         log.exception("generator stopped")
         _thread.interrupt_main()
-    finally:
-        producer.flush(5)
 
 
 def _watch(store: Store, c: _Counters, every_s: float, url: str) -> None:
@@ -97,9 +91,13 @@ def _watch(store: Store, c: _Counters, every_s: float, url: str) -> None:
             rate = (c.scored - last_scored) / (t - last_print)
             last_scored, last_print = c.scored, t
             lag = f"{statistics.median(c.lags[-200:]):.2f}s" if c.lags else "–"
-            print(f"\r{t - t0:6.0f}s produced {c.produced:,} · scored {c.scored:,} ({rate:,.0f}/s)"
-                  f" · flagged {c.flagged:,} · alert visible after {lag} · {url}  ",
-                  end="", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"\r{t - t0:6.0f}s produced {c.produced:,} · scored {c.scored:,} ({rate:,.0f}/s)"
+                f" · flagged {c.flagged:,} · alert visible after {lag} · {url}  ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _interrupted(e: BaseException | None) -> bool:
@@ -115,16 +113,23 @@ def _serve(app: Any, host: str, port: int) -> None:
     app.run(host=host, port=port, debug=False, use_reloader=False)
 
 
-def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = False,
-             seconds: float | None = None) -> int:  # fmt: skip
+def run_demo(
+    s: Settings,
+    cfg: GeneratorConfig,
+    rate: float,
+    *,
+    fresh: bool = False,
+    seconds: float | None = None,
+) -> int:
     """Run the whole system until Ctrl-C (or ``seconds``); returns the exit code."""
     from bytewax.run import cli_main
 
-    from dash_app.app import create_app, feedback_publisher
-    from dataflows.chsink import clickhouse_sink
-    from dataflows.embedded import EmbeddedBroker
-    from dataflows.io import CallbackSink, stop_on_signals
-    from dataflows.kafka import create_topics, kafka_flow
+    from dash_app.app import create_app
+    from dataflows.connectors.chsink import clickhouse_sink
+    from dataflows.connectors.embedded import EmbeddedBroker
+    from dataflows.connectors.kafka import create_topics, feedback_publisher
+    from dataflows.connectors.local import CallbackSink, stop_on_signals
+    from dataflows.flow import kafka_flow
 
     if s.clickhouse_url.startswith("chdb:") and fresh:
         raw = chdb_path(s.clickhouse_url)
@@ -151,21 +156,28 @@ def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = Fa
         tag = f"r{int(time.time()) % 10**8}-"
         cfg = replace(cfg, start=start, id_prefix=tag)
         url = f"http://{s.dash_host}:{s.dash_port}"
-        print(f"ClickHouse {describe_url(s.clickhouse_url)} database {s.clickhouse_database}"
-              + (f" (applied {len(applied)} migrations)" if applied else "")
-              + (f", continuing after {bounds[1]:%Y-%m-%d %H:%M}" if bounds else ""),
-              file=sys.stderr)  # fmt: skip
-        print(f"generator: {cfg.users:,} users, fraud rate {cfg.fraud_rate:.1%}, {rate:g} tx/s,"
-              f" event time from {start:%Y-%m-%d %H:%M} UTC (simulated clock)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"ClickHouse {describe_url(s.clickhouse_url)} database {s.clickhouse_database}"
+            + (f" (applied {len(applied)} migrations)" if applied else "")
+            + (f", continuing after {bounds[1]:%Y-%m-%d %H:%M}" if bounds else ""),
+            file=sys.stderr,
+        )
+        print(
+            f"generator: {cfg.users:,} users, fraud rate {cfg.fraud_rate:.1%}, {rate:g} tx/s,"
+            f" event time from {start:%Y-%m-%d %H:%M} UTC (simulated clock)",
+            file=sys.stderr,
+        )
         app = create_app(s, Store.from_settings(s), feedback_publisher(s))
-        threading.Thread(target=_serve, args=(app, s.dash_host, s.dash_port), daemon=True,
-                         name="dash").start()  # fmt: skip
+        threading.Thread(
+            target=_serve, args=(app, s.dash_host, s.dash_port), daemon=True, name="dash"
+        ).start()
         print(f"\nDashboard: {url}  (Ctrl-C stops everything)\n", flush=True)
-        threading.Thread(target=_generate, args=(s, cfg, rate, c), daemon=True,
-                         name="generator").start()  # fmt: skip
-        threading.Thread(target=_watch, args=(Store.from_settings(s), c, 2.0, url),
-                         daemon=True, name="status").start()  # fmt: skip
+        threading.Thread(
+            target=_generate, args=(s, cfg, rate, c), daemon=True, name="generator"
+        ).start()
+        threading.Thread(
+            target=_watch, args=(Store.from_settings(s), c, 2.0, url), daemon=True, name="status"
+        ).start()
         if seconds is not None:
             timer = threading.Timer(seconds, stop.set)
             timer.daemon = True  # must not keep the process alive after Ctrl-C
@@ -176,8 +188,10 @@ def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = Fa
             c.flagged += sum(r.flagged for r in batch)
 
         try:
-            cli_main(kafka_flow(s, [clickhouse_sink(s), CallbackSink(count)], stop=stop),
-                     epoch_interval=timedelta(seconds=2))  # fmt: skip
+            cli_main(
+                kafka_flow(s, [clickhouse_sink(s), CallbackSink(count)], stop=stop),
+                epoch_interval=timedelta(seconds=2),
+            )
         except BaseException as e:  # Ctrl-C arrives wrapped in bytewax's runtime error
             if not _interrupted(e):
                 raise
@@ -194,6 +208,8 @@ def run_demo(s: Settings, cfg: GeneratorConfig, rate: float, *, fresh: bool = Fa
         if lags
         else ""
     )
-    print(f"\nstopped: produced {c.produced:,}, scored {c.scored:,}, flagged {c.flagged:,}{lag}",
-          flush=True)  # fmt: skip
+    print(
+        f"\nstopped: produced {c.produced:,}, scored {c.scored:,}, flagged {c.flagged:,}{lag}",
+        flush=True,
+    )
     return 0

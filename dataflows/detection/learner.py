@@ -33,8 +33,8 @@ from typing import Any
 
 from river import compose, linear_model, optim, preprocessing
 
-from dataflows.fastlr import FastLogReg
-from dataflows.rules import RULE_CODES
+from dataflows.detection.fastlr import FastLogReg
+from dataflows.detection.rules import RULE_CODES
 from schemas.scored import Reason, ScoredTransaction
 from schemas.settings import Settings
 
@@ -51,13 +51,30 @@ __all__ = [
 RULE_INPUTS = (*RULE_CODES, "compromised_merchant")
 """Rules whose contribution is a model input (``rule_<code>``, 0 when it did not fire)."""
 LEARNER_FEATURES = (
-    "amount_usd", "log_amount", "amount_z", "log_cnt_1m", "log_cnt_10m", "log_cnt_1h",
-    "log_cnt_24h", "log_sum_24h", "small_10m", "log_km_prev", "log_speed", "new_country",
-    "new_device", "hour_share", "log_history", "hst_pct", "merchant_risk_1d",
-    "merchant_risk_7d", "merchant_risk_30d", "log_merchant_frauds_7d",
-    "log_merchant_frauds_30d", "risk",
+    "amount_usd",
+    "log_amount",
+    "amount_z",
+    "log_cnt_1m",
+    "log_cnt_10m",
+    "log_cnt_1h",
+    "log_cnt_24h",
+    "log_sum_24h",
+    "small_10m",
+    "log_km_prev",
+    "log_speed",
+    "new_country",
+    "new_device",
+    "hour_share",
+    "log_history",
+    "hst_pct",
+    "merchant_risk_1d",
+    "merchant_risk_7d",
+    "merchant_risk_30d",
+    "log_merchant_frauds_7d",
+    "log_merchant_frauds_30d",
+    "risk",
     *(f"rule_{code}" for code in RULE_INPUTS),
-)  # fmt: skip
+)
 """Inputs of the supervised model, in tuple order.  The ``rule_*`` inputs are each
 rule's contribution (0 when it did not fire): the model learns what each rule is worth on
 this traffic, which is how verdicts calibrate the rules."""
@@ -69,16 +86,22 @@ LEARNING_RATE = 0.002
 0.002 → 0.49, 0.001 → 0.48 (up-weighting frauds ×5 made it worse: 0.32 at 0.02)."""
 
 
-def learner_input(f: dict[str, float], risk: float = 0.0,
-                  reasons: tuple[Reason, ...] = ()) -> tuple[float, ...]:  # fmt: skip
+def learner_input(
+    f: dict[str, float], risk: float = 0.0, reasons: tuple[Reason, ...] = ()
+) -> tuple[float, ...]:
     """The model inputs from a scored row's features (user, anomaly and merchant ones)
     and its risk so far (rules + HST + merchant rule: the model learns how far to trust
     them here; ch.7 AP 0.49 → 0.53)."""
     # log1p of non-negative inputs: ``lp(v) if v > 0 else 0.0`` (inlined: per event).
     g, lp = f.get, math.log1p
     z = g("amount_z", 0.0)
-    usd, c1, c10, c1h, c24 = (g("amount_usd", 0.0), g("cnt_1m", 0.0), g("cnt_10m", 0.0),
-                              g("cnt_1h", 0.0), g("cnt_24h", 0.0))  # fmt: skip
+    usd, c1, c10, c1h, c24 = (
+        g("amount_usd", 0.0),
+        g("cnt_1m", 0.0),
+        g("cnt_10m", 0.0),
+        g("cnt_1h", 0.0),
+        g("cnt_24h", 0.0),
+    )
     s24, km, kmh, hist = (
         g("sum_24h_usd", 0.0),
         g("km_prev", 0.0),
@@ -87,16 +110,30 @@ def learner_input(f: dict[str, float], risk: float = 0.0,
     )
     f7, f30 = g("merchant_frauds_7d", 0.0), g("merchant_frauds_30d", 0.0)
     return (
-        usd, lp(usd) if usd > 0 else 0.0, max(-5.0, min(z, 10.0)),
-        lp(c1) if c1 > 0 else 0.0, lp(c10) if c10 > 0 else 0.0,
-        lp(c1h) if c1h > 0 else 0.0, lp(c24) if c24 > 0 else 0.0,
-        lp(s24) if s24 > 0 else 0.0, g("small_10m", 0.0), lp(km) if km > 0 else 0.0,
-        lp(kmh) if kmh > 0 else 0.0, g("new_country", 0.0), g("new_device", 0.0),
-        g("hour_share", 0.0), lp(hist) if hist > 0 else 0.0, g("hst_pct", 0.0),
-        g("merchant_risk_1d", 0.0), g("merchant_risk_7d", 0.0), g("merchant_risk_30d", 0.0),
-        lp(f7) if f7 > 0 else 0.0, lp(f30) if f30 > 0 else 0.0, risk,
+        usd,
+        lp(usd) if usd > 0 else 0.0,
+        max(-5.0, min(z, 10.0)),
+        lp(c1) if c1 > 0 else 0.0,
+        lp(c10) if c10 > 0 else 0.0,
+        lp(c1h) if c1h > 0 else 0.0,
+        lp(c24) if c24 > 0 else 0.0,
+        lp(s24) if s24 > 0 else 0.0,
+        g("small_10m", 0.0),
+        lp(km) if km > 0 else 0.0,
+        lp(kmh) if kmh > 0 else 0.0,
+        g("new_country", 0.0),
+        g("new_device", 0.0),
+        g("hour_share", 0.0),
+        lp(hist) if hist > 0 else 0.0,
+        g("hst_pct", 0.0),
+        g("merchant_risk_1d", 0.0),
+        g("merchant_risk_7d", 0.0),
+        g("merchant_risk_30d", 0.0),
+        lp(f7) if f7 > 0 else 0.0,
+        lp(f30) if f30 > 0 else 0.0,
+        risk,
         *_rule_inputs(reasons),
-    )  # fmt: skip
+    )
 
 
 def _rule_inputs(reasons: tuple[Reason, ...]) -> list[float]:
@@ -121,8 +158,7 @@ def current_model(model: Any) -> FastLogReg:
             return model
     elif set(model.steps["LogisticRegression"].weights) == set(LEARNER_FEATURES):
         return FastLogReg.from_river(model, LEARNER_FEATURES, LEARNING_RATE)
-    log.warning("supervised model restored with other inputs than %s: starting afresh",
-                MODEL_TAG)  # fmt: skip
+    log.warning("supervised model restored with other inputs than %s: starting afresh", MODEL_TAG)
     return FastLogReg(n, LEARNING_RATE)
 
 
@@ -193,10 +229,11 @@ def learned_reason(p: float, s: Settings) -> Reason | None:
     )
 
 
-def on_learner_events(learner: DelayedLearner, items: list[Any],
-                      s: Settings) -> list[ScoredTransaction]:  # fmt: skip
+def on_learner_events(
+    learner: DelayedLearner, items: list[Any], s: Settings
+) -> list[ScoredTransaction]:
     """Take labels, score and queue transactions, in arrival order."""
-    from dataflows.merchants import MerchantLabel, rescore
+    from dataflows.detection.merchants import MerchantLabel, rescore
 
     learner.model = current_model(learner.model)
     out = []

@@ -34,7 +34,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from clickhouse.store import Store, describe_url, is_transient
 from clickhouse.tables import ALERTS, TRANSACTIONS, Table, alert_row, txn_row
-from dataflows.flow import Encoded
+from dataflows.connectors.encoded import Encoded
 from schemas.errors import StoreError
 from schemas.scored import Alert, ScoredTransaction
 from schemas.settings import Settings
@@ -272,9 +272,13 @@ class ClickHouseSink(FixedPartitionedSink[ScoredTransaction, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
         return _Partition(
-            Store(self.url, self.database), self.rows, self.seconds, self.policy, self.clock,
+            Store(self.url, self.database),
+            self.rows,
+            self.seconds,
+            self.policy,
+            self.clock,
             self.background,
-        )  # fmt: skip
+        )
 
 
 def _keyed(s: ScoredTransaction) -> tuple[str, ScoredTransaction]:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 from schemas.currency import USD_PER_UNIT, to_usd
 from schemas.transaction import Transaction
+from schemas.units import DAY_MS, haversine_km
 
 __all__ = ["MAX_EVENTS", "Features", "UserState", "haversine_km", "observe"]
 
-DAY_MS = 86_400_000
 MAX_EVENTS = 512
 """Cap of retained events per user; past it the oldest go (24 h counts then saturate,
 long after the velocity rules have fired)."""
@@ -44,15 +44,6 @@ HOUR_DECAY_AT = 2000
 """The hour histogram halves when its total reaches this, so habits can change."""
 _STRIDE = 4
 _NAN = float("nan")
-_EARTH_KM = 6371.0088
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in km (mean Earth radius)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * _EARTH_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
 def local_hour(ts_ms: int, lon: float) -> int:
@@ -80,12 +71,28 @@ class UserState:
         self.last_ts = -(2**62)
 
     def __getstate__(self) -> tuple:
-        return (self.events, self.n, self.mean, self.m2, self.hours,
-                self.countries, self.devices, self.last_ts)  # fmt: skip
+        return (
+            self.events,
+            self.n,
+            self.mean,
+            self.m2,
+            self.hours,
+            self.countries,
+            self.devices,
+            self.last_ts,
+        )
 
     def __setstate__(self, s: tuple) -> None:
-        (self.events, self.n, self.mean, self.m2, self.hours,
-         self.countries, self.devices, self.last_ts) = s  # fmt: skip
+        (
+            self.events,
+            self.n,
+            self.mean,
+            self.m2,
+            self.hours,
+            self.countries,
+            self.devices,
+            self.last_ts,
+        ) = s
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, UserState) and self.__getstate__() == other.__getstate__()
@@ -318,6 +325,24 @@ def observe(
         s1h, s24, small = s1h + usd, s24 + usd, small + small_one
 
     return Features(
-        usd, fx_known, history, z, c1m, c10, c1h, c24, s1h, s24, small, km, dt_s, speed,
-        new_country, new_device, hour, hour_share, card_present, late,
-    )  # fmt: skip
+        usd,
+        fx_known,
+        history,
+        z,
+        c1m,
+        c10,
+        c1h,
+        c24,
+        s1h,
+        s24,
+        small,
+        km,
+        dt_s,
+        speed,
+        new_country,
+        new_device,
+        hour,
+        hour_share,
+        card_present,
+        late,
+    )

@@ -62,6 +62,23 @@ class NumpyHST:
     ``score_learn_many(rows)`` scores each row, then learns it, in order (prequential),
     and returns the anomaly scores River's ``score_one`` would have returned (high =
     anomalous; 0.0 through the first window).  Picklable as a handful of arrays.
+
+    Seeded like River, it gives River's scores: after two windows of ordinary points an
+    outlier scores high, a familiar point 0.
+
+    >>> from river.anomaly import HalfSpaceTrees
+    >>> rows = [[0.1, 0.2]] * 8 + [[0.12, 0.22], [0.95, 0.9]]
+    >>> fast = NumpyHST(["a", "b"], n_trees=5, height=3, window_size=4, seed=1)
+    >>> [round(x, 4) for x in fast.score_learn_many(rows)][-2:]
+    [0.0, 0.9333]
+    >>> river = HalfSpaceTrees(n_trees=5, height=3, window_size=4, seed=1)
+    >>> ref = []
+    >>> for a, b in rows:
+    ...     ref.append(river.score_one({"a": a, "b": b}))
+    ...     river.learn_one({"a": a, "b": b})
+    >>> again = NumpyHST(["a", "b"], n_trees=5, height=3, window_size=4, seed=1)
+    >>> ref == again.score_learn_many(rows)
+    True
     """
 
     def __init__(
@@ -101,8 +118,19 @@ class NumpyHST:
         self._ibase = np.arange(self.n_trees, dtype=np.intp) * self.feat.shape[1]
         self._mbase = np.arange(self.n_trees, dtype=np.intp) * self.l_mass.shape[1]
 
-    _STATE = ("features", "n_trees", "height", "window_size", "feat", "thr", "l_mass",
-              "r_mass", "counter", "first_window", "max_score")  # fmt: skip
+    _STATE = (
+        "features",
+        "n_trees",
+        "height",
+        "window_size",
+        "feat",
+        "thr",
+        "l_mass",
+        "r_mass",
+        "counter",
+        "first_window",
+        "max_score",
+    )
 
     def __getstate__(self) -> dict:
         # Attribute by attribute, never ``self.__dict__``: on CPython 3.11 reading an

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from dataflows.anomaly import FEATURE_NAMES, ShardModel, scale_features
-from dataflows.rules import evaluate_rules
-from dataflows.state import Features, UserState, observe
+from dataflows.detection.anomaly import FEATURE_NAMES, ShardModel, scale_features
+from dataflows.detection.rules import evaluate_rules
+from dataflows.detection.state import Features, UserState, observe
 from schemas.scored import Reason, ScoredTransaction
 from schemas.settings import Settings
 from schemas.transaction import Label, Transaction
+from schemas.units import DAY_MS
 
 __all__ = [
     "Shard",
@@ -25,7 +26,6 @@ __all__ = [
     "decide",
     "new_shard",
     "score_batch",
-    "score_transaction",
 ]
 
 
@@ -38,7 +38,16 @@ def anomaly_reason(pct: float, s: Settings) -> Reason | None:
 
 
 def combine(reasons: list[Reason]) -> float:
-    """Noisy-OR of the contributions, in [0, 1]."""
+    """Noisy-OR of the contributions, in [0, 1]: the chance that at least one signal is
+    right if each were an independent witness, so weak signals add up but never pass 1.
+
+    >>> combine([Reason("a", "", 0.5), Reason("b", "", 0.5)])
+    0.75
+    >>> combine([Reason("impossible_travel", "", 0.9), Reason("new_device", "", 0.25)])
+    0.925
+    >>> combine([])
+    0.0
+    """
     keep = 1.0
     for r in reasons:
         keep *= 1.0 - r.contribution
@@ -66,28 +75,19 @@ class Shard:
 def new_shard(s: Settings) -> Shard:
     """A fresh shard with a seeded model (every shard the same seed: reproducible)."""
     model = ShardModel(
-        s.hst_trees, s.hst_height, s.hst_window, s.hst_seed, s.hst_warmup,
-        s.calibration_window, s.hst_engine, FEATURE_NAMES,
-    )  # fmt: skip
+        s.hst_trees,
+        s.hst_height,
+        s.hst_window,
+        s.hst_seed,
+        s.hst_warmup,
+        s.calibration_window,
+        s.hst_engine,
+        FEATURE_NAMES,
+    )
     return Shard({}, model)
 
 
 HOUR_MS = 3_600_000
-
-
-def score_transaction(
-    shard: Shard,
-    txn: Transaction,
-    label: Label | None,
-    s: Settings,
-    now: datetime,
-    ingested_at: datetime | None = None,
-) -> ScoredTransaction:
-    """Update the user's state and the shard model with ``txn`` and score it.
-
-    ``label`` is passed through to the output untouched; nothing here reads it.
-    """
-    return score_batch(shard, [(txn, label, ingested_at)], s, now)[0]
 
 
 def score_batch(
@@ -96,7 +96,7 @@ def score_batch(
     s: Settings,
     now: datetime,
 ) -> list[ScoredTransaction]:
-    """Score one shard's events in order; same result as one :func:`score_transaction` each.
+    """Score one shard's events in order; the same result as scoring each alone.
 
     User state is updated event by event (it never reads the model), then the model
     scores and learns the whole batch at once, which is what lets the numpy engine walk
@@ -140,9 +140,19 @@ def _assemble(
     features["hst_raw"] = round(raw, 6)
     features["hst_pct"] = round(pct, 6)
     return ScoredTransaction(
-        txn, label, features, raw, pct, tuple(reasons), risk, decide(risk, s),
-        version, now, f.late, ingested_at,
-    )  # fmt: skip
+        txn,
+        label,
+        features,
+        raw,
+        pct,
+        tuple(reasons),
+        risk,
+        decide(risk, s),
+        version,
+        now,
+        f.late,
+        ingested_at,
+    )
 
 
 def _maybe_evict(shard: Shard, ts_ms: float, s: Settings) -> None:
@@ -152,7 +162,7 @@ def _maybe_evict(shard: Shard, ts_ms: float, s: Settings) -> None:
     if shard.max_ts < shard.next_evict:
         return
     shard.next_evict = shard.max_ts + HOUR_MS
-    cutoff = shard.max_ts - s.user_ttl_days * 86_400_000.0
+    cutoff = shard.max_ts - s.user_ttl_days * float(DAY_MS)
     idle = [u for u, st in shard.users.items() if st.last_ts < cutoff]
     for u in idle:
         del shard.users[u]

@@ -15,20 +15,21 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from dataflows.embedded import EmbeddedBroker
-from dataflows.kafka import create_topics, make_producer
+from dataflows.connectors.embedded import EmbeddedBroker
+from dataflows.connectors.kafka import consumer_config, create_topics, make_producer, produce_all
 from generators.stream import Pacer, event_stream
 from generators.synth import GeneratorConfig
 from schemas.settings import Settings
 
 __all__ = ["measure_latency"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -48,29 +49,38 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
     if not base.brokers:
         broker = EmbeddedBroker().start()
     tag = uuid.uuid4().hex[:6]
-    s = base.model_copy(update={
-        "brokers": base.brokers or broker.bootstrap,  # type: ignore[union-attr]
-        "topic_transactions": f"lat-tx-{tag}", "topic_alerts": f"lat-alerts-{tag}",
-        "topic_dlq": f"lat-dlq-{tag}", "topic_feedback": f"lat-fb-{tag}", "partitions": 1,
-    })  # fmt: skip
+    s = base.model_copy(
+        update={
+            "brokers": base.brokers or broker.bootstrap,  # type: ignore[union-attr]
+            "topic_transactions": f"lat-tx-{tag}",
+            "topic_alerts": f"lat-alerts-{tag}",
+            "topic_dlq": f"lat-dlq-{tag}",
+            "topic_feedback": f"lat-fb-{tag}",
+            "partitions": 1,
+        }
+    )
     if s.clickhouse_url.startswith("chdb:"):
         # The flow process stores rows too (the production path); give it its own
         # scratch chDB directory so a running demo's directory is never touched.
         s = s.model_copy(update={"clickhouse_url": f"chdb://{tempfile.mkdtemp(prefix='lat-')}"})
     create_topics(s)
-    env = {**os.environ, **{f"FRAUD_{k.upper()}": str(v) for k, v in s.model_dump().items()
-                            if v is not None}}  # fmt: skip
+    env = {
+        **os.environ,
+        **{f"FRAUD_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None},
+    }
     flow = subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", "dataflows.main:get_flow()"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     sent: dict[str, float] = {}
     lat: list[float] = []
     stop = threading.Event()
 
     def consume() -> None:
-        c = Consumer({"bootstrap.servers": s.brokers, "group.id": f"lat-{tag}",
-                      "fetch.wait.max.ms": 10, "session.timeout.ms": 6000})  # fmt: skip
+        c = Consumer({**consumer_config(s, f"lat-{tag}"), "fetch.wait.max.ms": 10})
         c.assign([TopicPartition(s.topic_alerts, 0, 0)])
         while not stop.is_set():
             m = c.poll(0.05)
@@ -86,20 +96,20 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
     reader.start()
     try:
         time.sleep(6.0)  # the flow process imports and connects before the clock starts
-        producer = make_producer(s)
         warm = GeneratorConfig(seed=4, users=2000, fraud_rate=0.05, chunk_events=2000)
-        pacer = Pacer(rate)
-        for key, value in event_stream(warm, int(rate * WARMUP_S)):
-            producer.produce(s.topic_transactions, value=value, key=key)
-            producer.poll(0)
-            pacer.tick()
         cfg = GeneratorConfig(seed=3, users=2000, fraud_rate=0.05, chunk_events=2000)
-        for key, value in event_stream(cfg, int(rate * seconds)):
-            sent[orjson.loads(value)["txn_id"]] = time.time()
-            producer.produce(s.topic_transactions, value=value, key=key)
-            producer.poll(0)
-            pacer.tick()
-        producer.flush(10)
+        pacer = Pacer(rate)
+
+        def timed() -> Iterator[tuple[bytes, bytes]]:
+            for key, value in event_stream(warm, int(rate * WARMUP_S)):
+                pacer.tick()
+                yield key, value
+            for key, value in event_stream(cfg, int(rate * seconds)):
+                pacer.tick()
+                sent[orjson.loads(value)["txn_id"]] = time.time()
+                yield key, value
+
+        produce_all(make_producer(s), s.topic_transactions, timed(), flush_s=10.0)
         time.sleep(3.0)
     finally:
         stop.set()
@@ -111,6 +121,10 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
             flow.kill()
         if broker is not None:
             broker.stop()
-    return {"alerts": float(len(lat)), "p50_ms": _percentile(lat, 0.5),
-            "p95_ms": _percentile(lat, 0.95), "p99_ms": _percentile(lat, 0.99),
-            "max_ms": max(lat) if lat else float("nan")}  # fmt: skip
+    return {
+        "alerts": float(len(lat)),
+        "p50_ms": _percentile(lat, 0.5),
+        "p95_ms": _percentile(lat, 0.95),
+        "p99_ms": _percentile(lat, 0.99),
+        "max_ms": max(lat) if lat else float("nan"),
+    }

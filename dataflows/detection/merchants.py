@@ -16,16 +16,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from dataflows.scoring import combine, decide
+from dataflows.detection.scoring import combine, decide
 from schemas.fields import compact_pickle
-from schemas.scored import DeadLetter, Reason, ScoredTransaction
+from schemas.scored import DeadLetter, Reason, ScoredTransaction, label_json
 from schemas.settings import Settings
 from schemas.transaction import DecodeError
+from schemas.units import DAY_MS
 
 __all__ = [
     "MerchantLabel",
@@ -36,7 +37,6 @@ __all__ = [
     "rescore",
 ]
 
-DAY_MS = 86_400_000
 WINDOWS = (1, 7, 30)
 
 
@@ -50,12 +50,6 @@ class MerchantLabel:
     txn_id: str = ""
 
 
-def label_json(merchant_id: str, txn_ts: datetime, txn_id: str) -> bytes:
-    """The label event format of the ``labels`` input (one confirmed fraud)."""
-    ts = txn_ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return orjson.dumps({"merchant_id": merchant_id, "txn_ts": ts, "txn_id": txn_id})
-
-
 def parse_label(raw: Any, now: Callable[[], datetime]) -> MerchantLabel | DeadLetter | None:
     """Decode a label event or an analyst verdict (Review v1 from ``fraud-feedback``).
 
@@ -67,8 +61,9 @@ def parse_label(raw: Any, now: Callable[[], datetime]) -> MerchantLabel | DeadLe
     if hasattr(raw, "err"):  # a consumer error on one message (bytewax KafkaError)
         m = raw.msg
         err = DecodeError("consumer_error", f"Kafka consumer error: {raw.err}")
-        return DeadLetter.of(err, m.key, m.value, m.topic or "", m.partition or -1,
-                             m.offset or -1, now())  # fmt: skip
+        return DeadLetter.of(
+            err, m.key, m.value, m.topic or "", m.partition or -1, m.offset or -1, now()
+        )
     value = raw.value if hasattr(raw, "value") else raw
     try:
         d = orjson.loads(value)
@@ -140,25 +135,22 @@ def merchant_reason(f: dict[str, float], merchant_id: str, s: Settings) -> Reaso
         frauds, rate = f[f"merchant_frauds_{n}d"], f[f"merchant_risk_{n}d"]
         if frauds >= s.merchant_min_frauds and rate >= s.merchant_min_rate:
             c = round(s.merchant_weight * min(1.0, rate / 0.5), 4)
-            return Reason("compromised_merchant",
-                          f"{merchant_id}: {frauds:.0f} confirmed frauds, {rate:.0%} of its "
-                          f"transactions {n} d before the {s.label_delay_days:g}-day label delay",
-                          c)  # fmt: skip
+            return Reason(
+                "compromised_merchant",
+                f"{merchant_id}: {frauds:.0f} confirmed frauds, {rate:.0%} of its "
+                f"transactions {n} d before the {s.label_delay_days:g}-day label delay",
+                c,
+            )
     return None
 
 
-def learned_reason(p: float, s: Settings) -> Reason | None:
-    """The supervised model's contribution: its fraud probability, weighted."""
-    c = round(s.learner_weight * p, 4)
-    if c <= 0.0:
-        return None
-    return Reason(
-        "learned_pattern", f"model trained on confirmed labels gives {p:.0%} fraud probability", c
-    )
-
-
-def rescore(st: ScoredTransaction, extra: Reason | None, feats: dict[str, float],
-            s: Settings, version: str = "+merchant-v1") -> ScoredTransaction:  # fmt: skip
+def rescore(
+    st: ScoredTransaction,
+    extra: Reason | None,
+    feats: dict[str, float],
+    s: Settings,
+    version: str = "+merchant-v1",
+) -> ScoredTransaction:
     """The transaction with extra features and reason, new risk and decision."""
     reasons = list(st.reasons)
     if extra is not None:
@@ -167,10 +159,19 @@ def rescore(st: ScoredTransaction, extra: Reason | None, feats: dict[str, float]
     risk = combine(reasons)
     # The constructor, not dataclasses.replace (which re-reads the fields each call).
     return ScoredTransaction(
-        st.txn, st.label, {**st.features, **feats}, st.anomaly_raw, st.anomaly_score,
-        tuple(reasons), risk, decide(risk, s), st.model_version + version, st.processed_at,
-        st.late, st.ingested_at,
-    )  # fmt: skip
+        st.txn,
+        st.label,
+        {**st.features, **feats},
+        st.anomaly_raw,
+        st.anomaly_score,
+        tuple(reasons),
+        risk,
+        decide(risk, s),
+        st.model_version + version,
+        st.processed_at,
+        st.late,
+        st.ingested_at,
+    )
 
 
 def on_events(shard: MerchantShard, items: list[Any], s: Settings) -> list[ScoredTransaction]:

@@ -1,7 +1,7 @@
 """Explainable rules: each is a pure function of the features returning a Reason or None.
 
 A rule's ``contribution`` is its own probability-like strength in [0, 1]; the risk score
-combines all contributions as a noisy-OR (see :mod:`dataflows.scoring`).  Strengths are
+combines all contributions as a noisy-OR (see :mod:`dataflows.detection.scoring`).  Strengths are
 named constants so a reviewer can see why one hit blocks and another only reviews:
 impossible travel and card testing are near-certain compromise on their own; the
 account-takeover signals (new country, new device, unusual hour, amount spike) are weak
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dataflows.state import Features
+from dataflows.detection.state import Features
 from schemas.scored import Reason
 from schemas.settings import Settings
+from schemas.vocab import RULE_CODES
 
 __all__ = ["RULES", "RULE_CODES", "evaluate_rules"]
 
@@ -106,17 +107,6 @@ RULES: tuple[Callable[[Features, Settings], Reason | None], ...] = (
     new_country,
     new_device,
     unusual_hour,
-)
-RULE_CODES = (
-    "impossible_travel",
-    "card_testing",
-    "velocity",
-    "high_amount",
-    "amount_zscore",
-    "new_country",
-    "new_device",
-    "unusual_hour",
-    "anomaly",
 )
 
 

@@ -37,7 +37,7 @@ from schemas.settings import Settings
 
 __all__ = ["BenchConfig", "run_bench"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +78,9 @@ def hst_ceiling(s: Settings, n: int) -> float:
     """The shard model (HST + calibration) alone on realistic scaled features.
 
     River is fed one event at a time (its API); numpy gets :data:`MODEL_BATCH` at once."""
-    from dataflows.anomaly import scale_features
-    from dataflows.scoring import new_shard
-    from dataflows.state import UserState, observe
+    from dataflows.detection.anomaly import scale_features
+    from dataflows.detection.scoring import new_shard
+    from dataflows.detection.state import UserState, observe
     from schemas.transaction import decode_event
 
     xs = []
@@ -103,14 +103,19 @@ def hst_ceiling(s: Settings, n: int) -> float:
 
 
 def _null_flow(s: Settings, events: list[bytes], parts: int = 1) -> Any:
+    from dataflows.connectors.local import CallbackSink, PartitionedSource
     from dataflows.flow import build_flow
-    from dataflows.io import CallbackSink, PartitionedSource
 
     def null(_: list[Any]) -> None:
         return None
 
-    return build_flow(s, PartitionedSource(events, parts), CallbackSink(null),
-                      CallbackSink(null), CallbackSink(null))  # fmt: skip
+    return build_flow(
+        s,
+        PartitionedSource(events, parts),
+        CallbackSink(null),
+        CallbackSink(null),
+        CallbackSink(null),
+    )
 
 
 def flow_rate(s: Settings, events: list[bytes], workers: int) -> float:
@@ -122,8 +127,10 @@ def flow_rate(s: Settings, events: list[bytes], workers: int) -> float:
     kw: dict[str, Any] = {}
     if s.recovery_dir is not None:
         init_db_dir(s.recovery_dir, 1)
-        kw = {"epoch_interval": timedelta(seconds=s.epoch_interval_s),
-              "recovery_config": RecoveryConfig(str(s.recovery_dir))}  # fmt: skip
+        kw = {
+            "epoch_interval": timedelta(seconds=s.epoch_interval_s),
+            "recovery_config": RecoveryConfig(str(s.recovery_dir)),
+        }
     flow = _null_flow(s, events, parts=workers)
     t0 = time.perf_counter()
     if workers == 1:
@@ -136,7 +143,7 @@ def flow_rate(s: Settings, events: list[bytes], workers: int) -> float:
 PROC_SCRIPT = """
 import sys, time, pickle
 from bytewax.testing import cluster_main
-from dataflows.bench import _null_flow
+from dataflows.bench.flow import _null_flow
 from dataflows.flow import tune_gc
 tune_gc()
 from schemas.settings import load_settings
@@ -149,19 +156,19 @@ cluster_main(flow, addresses, proc)
 """
 
 
-def flow_rate_processes(events: list[bytes], procs: int, engine: str = "river",
-                        shards: int = 16) -> float:  # fmt: skip
+def flow_rate_processes(
+    events: list[bytes], procs: int, engine: str = "river", shards: int = 16
+) -> float:
     """``procs`` bytewax processes (one worker each) on localhost, timed from outside."""
-    from dataflows.embedded import _free_port
+    from dataflows.connectors.embedded import free_port
 
     def timed(evs: list[bytes]) -> float:
         with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as f:
             pickle.dump(evs, f)
-        addresses = ",".join(f"127.0.0.1:{_free_port()}" for _ in range(procs))
+        addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(procs))
         t0 = time.perf_counter()
         cmd = [sys.executable, "-c", PROC_SCRIPT, f.name, addresses]
-        ps = [subprocess.Popen([*cmd, str(i), engine, str(shards)], cwd=ROOT)
-              for i in range(procs)]  # fmt: skip
+        ps = [subprocess.Popen([*cmd, str(i), engine, str(shards)], cwd=ROOT) for i in range(procs)]
         for p in ps:
             p.wait()
         os.unlink(f.name)
@@ -189,27 +196,37 @@ def end_to_end(s: Settings, n: int) -> float:
     from bytewax.testing import run_main
 
     from clickhouse.store import Store, migrate
-    from dataflows.chsink import clickhouse_sink
-    from dataflows.embedded import EmbeddedBroker
-    from dataflows.io import CallbackSink
-    from dataflows.kafka import create_topics, kafka_flow, make_producer, produce_all
+    from dataflows.connectors.chsink import clickhouse_sink
+    from dataflows.connectors.embedded import EmbeddedBroker
+    from dataflows.connectors.kafka import create_topics, make_producer, produce_all
+    from dataflows.connectors.local import CallbackSink
+    from dataflows.flow import kafka_flow
 
     events = _events(n)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     with EmbeddedBroker() as broker:
         tag = uuid.uuid4().hex[:6]
-        s2 = s.model_copy(update={
-            "brokers": broker.bootstrap, "topic_transactions": f"b-tx-{tag}",
-            "topic_alerts": f"b-al-{tag}", "topic_dlq": f"b-dlq-{tag}",
-            "topic_feedback": f"b-fb-{tag}", "partitions": 1, "kafka_tail": False,
-            "clickhouse_url": f"chdb://{tmp}", "clickhouse_batch_rows": 5000,
-        })  # fmt: skip
+        s2 = s.model_copy(
+            update={
+                "brokers": broker.bootstrap,
+                "topic_transactions": f"b-tx-{tag}",
+                "topic_alerts": f"b-al-{tag}",
+                "topic_dlq": f"b-dlq-{tag}",
+                "topic_feedback": f"b-fb-{tag}",
+                "partitions": 1,
+                "kafka_tail": False,
+                "clickhouse_url": f"chdb://{tmp}",
+                "clickhouse_batch_rows": 5000,
+            }
+        )
         create_topics(s2)
         produce_all(make_producer(s2), s2.topic_transactions, [(None, e) for e in events])
         migrate(Store.from_settings(s2), s2.clickhouse_ttl_days)
         count = [0]
-        flow = kafka_flow(s2, [clickhouse_sink(s2), CallbackSink(lambda b: count.__setitem__(
-            0, count[0] + len(b)))])  # fmt: skip
+        flow = kafka_flow(
+            s2,
+            [clickhouse_sink(s2), CallbackSink(lambda b: count.__setitem__(0, count[0] + len(b)))],
+        )
         t0 = time.perf_counter()
         run_main(flow)
         elapsed = time.perf_counter() - t0
@@ -225,8 +242,8 @@ def memory_per_user(s: Settings, users: int) -> tuple[float, float]:
     """(RSS bytes per tracked user, snapshot bytes per user), 5 events each.
 
     Run it in a fresh process (:func:`memory_leg` does): RSS growth is then the state."""
-    from dataflows.scoring import new_shard
-    from dataflows.state import UserState, observe
+    from dataflows.detection.scoring import new_shard
+    from dataflows.detection.state import UserState, observe
     from schemas.transaction import Transaction
 
     gc.collect()
@@ -241,9 +258,20 @@ def memory_per_user(s: Settings, users: int) -> tuple[float, float]:
             st = users_of.get(uid)
             if st is None:
                 st = users_of[uid] = UserState()
-            t = Transaction(f"x{k}-{u}", base + timedelta(hours=k * 3, seconds=u % 3600), uid,
-                            "c", "m", "grocery", rnd.uniform(5, 200), "USD", 40.7, -74.0, "US",
-                            "pos")  # fmt: skip
+            t = Transaction(
+                f"x{k}-{u}",
+                base + timedelta(hours=k * 3, seconds=u % 3600),
+                uid,
+                "c",
+                "m",
+                "grocery",
+                rnd.uniform(5, 200),
+                "USD",
+                40.7,
+                -74.0,
+                "US",
+                "pos",
+            )
             observe(st, t, lateness_ms=3e5, small_usd=5.0)
     gc.collect()
     used = _rss_bytes() - empty
@@ -261,12 +289,19 @@ def _rss_bytes() -> int:
 
 def memory_leg(users: int) -> tuple[float, float]:
     """:func:`memory_per_user` in a fresh interpreter (default settings)."""
-    code = ("import sys; from dataflows.bench import memory_per_user; "
-            "from dataflows.flow import tune_gc; tune_gc(); "
-            "from schemas.settings import load_settings; "
-            "print(*memory_per_user(load_settings(), int(sys.argv[1])))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code, str(users)], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout.split()  # fmt: skip
+    code = (
+        "import sys; from dataflows.bench.flow import memory_per_user; "
+        "from dataflows.flow import tune_gc; tune_gc(); "
+        "from schemas.settings import load_settings; "
+        "print(*memory_per_user(load_settings(), int(sys.argv[1])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(users)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     return float(out[0]), float(out[1])
 
 
@@ -312,12 +347,13 @@ def machine_facts() -> list[str]:
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     names = ("bytewax", "river", "confluent-kafka", "clickhouse-connect", "chdb", "orjson")
     pkgs = ", ".join(f"{p} {metadata.version(p)}" for p in names)
-    return [f"- machine: {os.cpu_count()} cores, {mem_gb:.0f} GB RAM, {platform.platform()}",
-            f"- Python {platform.python_version()}; {pkgs}"]  # fmt: skip
+    return [
+        f"- machine: {os.cpu_count()} cores, {mem_gb:.0f} GB RAM, {platform.platform()}",
+        f"- Python {platform.python_version()}; {pkgs}",
+    ]
 
 
-def run_bench(s: Settings, cfg: BenchConfig, command: str,
-              say: Callable[[str], None]) -> str:  # fmt: skip
+def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], None]) -> str:
     """Run every leg and return the Markdown report."""
     rows: list[tuple[str, str, str]] = []
     river, fast = (s.model_copy(update={"hst_engine": e}) for e in ("river", "numpy"))
@@ -327,9 +363,12 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str,
     hst_np = hst_ceiling(fast, cfg.flow_events)
     rows += [
         ("1. River HST score+learn alone", f"{hst:,.0f} events/s", f"{size}, + calibration"),
-        ("1. numpy HST (bitwise-equal) alone", f"{hst_np:,.0f} events/s",
-         f"batches of {MODEL_BATCH}; {hst_np / hst:.1f} × River"),
-    ]  # fmt: skip
+        (
+            "1. numpy HST (bitwise-equal) alone",
+            f"{hst_np:,.0f} events/s",
+            f"batches of {MODEL_BATCH}; {hst_np / hst:.1f} × River",
+        ),
+    ]
     say("2/5 flow from memory (engines, workers, processes, recovery)")
     events = _events(cfg.flow_events)
     one = flow_rate(river, events, 1)
@@ -349,64 +388,115 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str,
         rec_np = flow_rate(fast.model_copy(update={"recovery_dir": Path(rec)}), long, 1)
     epoch = f"snapshots every {s.epoch_interval_s:g} s"
     rows += [
-        ("2. flow, memory → null sinks, 1 worker, River", f"{one:,.0f} events/s",
-         f"{one / hst:.2f} × the River HST ceiling"),
+        (
+            "2. flow, memory → null sinks, 1 worker, River",
+            f"{one:,.0f} events/s",
+            f"{one / hst:.2f} × the River HST ceiling",
+        ),
         ("2. same, numpy HST", f"{one_np:,.0f} events/s", f"{one_np / one:.2f} × River"),
-        ("2. same, River, 2 worker threads", f"{two:,.0f} events/s",
-         f"{two / one:.2f} × 1 worker"),
-        ("2. same, River, 2 processes (start-up excluded)", f"{procs:,.0f} events/s",
-         f"{procs / one:.2f} × 1 worker"),
-        ("2. same, numpy, 2 processes (start-up excluded)", f"{procs_np:,.0f} events/s",
-         f"{procs_np / one_np:.2f} × 1 worker"),
-        (f"2. River, {MANY_SHARDS} shards, 1 worker", f"{one_many:,.0f} events/s",
-         f"{one_many / one:.2f} × {s.shards} shards"),
-        (f"2. River, {MANY_SHARDS} shards, 2 processes", f"{procs_many:,.0f} events/s",
-         f"{procs_many / one_many:.2f} × 1 worker; bytewax hashes shard keys to workers "
-         "and few keys split unevenly (16 keys: 10 / 6 over 2 workers), more even out"),
-        ("2. River, 1 worker, recovery on", f"{rec_one:,.0f} events/s",
-         f"{1 - rec_one / base_one:.0%} cost vs {base_one:,.0f} without; "
-         f"{cfg.recovery_events:,} events, {epoch}"),
-        ("2. numpy, 1 worker, recovery on", f"{rec_np:,.0f} events/s",
-         f"{1 - rec_np / base_np:.0%} cost vs {base_np:,.0f} without; "
-         f"{cfg.recovery_events:,} events, {epoch}"),
-    ]  # fmt: skip
+        ("2. same, River, 2 worker threads", f"{two:,.0f} events/s", f"{two / one:.2f} × 1 worker"),
+        (
+            "2. same, River, 2 processes (start-up excluded)",
+            f"{procs:,.0f} events/s",
+            f"{procs / one:.2f} × 1 worker",
+        ),
+        (
+            "2. same, numpy, 2 processes (start-up excluded)",
+            f"{procs_np:,.0f} events/s",
+            f"{procs_np / one_np:.2f} × 1 worker",
+        ),
+        (
+            f"2. River, {MANY_SHARDS} shards, 1 worker",
+            f"{one_many:,.0f} events/s",
+            f"{one_many / one:.2f} × {s.shards} shards",
+        ),
+        (
+            f"2. River, {MANY_SHARDS} shards, 2 processes",
+            f"{procs_many:,.0f} events/s",
+            f"{procs_many / one_many:.2f} × 1 worker; bytewax hashes shard keys to workers "
+            "and few keys split unevenly (16 keys: 10 / 6 over 2 workers), more even out",
+        ),
+        (
+            "2. River, 1 worker, recovery on",
+            f"{rec_one:,.0f} events/s",
+            f"{1 - rec_one / base_one:.0%} cost vs {base_one:,.0f} without; "
+            f"{cfg.recovery_events:,} events, {epoch}",
+        ),
+        (
+            "2. numpy, 1 worker, recovery on",
+            f"{rec_np:,.0f} events/s",
+            f"{1 - rec_np / base_np:.0%} cost vs {base_np:,.0f} without; "
+            f"{cfg.recovery_events:,} events, {epoch}",
+        ),
+    ]
     say(f"3/5 end to end through the embedded broker and chDB ({cfg.e2e_events:,} events)")
     no_fb = fast.model_copy(update={"feedback_input": False})
     for label, st in (("River", river), ("numpy", fast), ("numpy, no feedback loop", no_fb)):
         e2e = end_to_end(st, cfg.e2e_events)
-        loop = ("feedback loop on (merchant + learner steps; no verdicts in this stream: "
-                "the learner queues and learns, never predicts)") if st.feedback_input else \
-            "detection only (no labels input)"  # fmt: skip
-        rows.append((f"3. broker → flow → alerts topic + chDB, sustained, {label}",
-                     f"{e2e:,.0f} events/s",
-                     f"{cfg.e2e_events:,} events pre-produced, 1 worker; {loop}"))  # fmt: skip
+        loop = (
+            (
+                "feedback loop on (merchant + learner steps; no verdicts in this stream: "
+                "the learner queues and learns, never predicts)"
+            )
+            if st.feedback_input
+            else "detection only (no labels input)"
+        )
+        rows.append(
+            (
+                f"3. broker → flow → alerts topic + chDB, sustained, {label}",
+                f"{e2e:,.0f} events/s",
+                f"{cfg.e2e_events:,} events pre-produced, 1 worker; {loop}",
+            )
+        )
     say(f"3/5 produce→alert latency at {cfg.latency_rate:g} events/s")
-    from dataflows.latency import measure_latency
+    from dataflows.bench.latency import measure_latency
 
     for label, st in (("River", river), ("numpy", fast)):
         if st.hst_engine not in cfg.latency_engines:
             continue
-        lat = measure_latency(st.model_copy(update={"brokers": ""}), cfg.latency_rate,
-                              cfg.latency_seconds)  # fmt: skip
-        rows.append((f"3. produce→alert latency at {cfg.latency_rate:g} events/s, {label}",
-                     f"p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, "
-                     f"p99 {lat['p99_ms']:.0f} ms",
-                     f"{lat['alerts']:.0f} alerts, {cfg.latency_seconds:g} s"))  # fmt: skip
+        lat = measure_latency(
+            st.model_copy(update={"brokers": ""}), cfg.latency_rate, cfg.latency_seconds
+        )
+        rows.append(
+            (
+                f"3. produce→alert latency at {cfg.latency_rate:g} events/s, {label}",
+                f"p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms, "
+                f"p99 {lat['p99_ms']:.0f} ms",
+                f"{lat['alerts']:.0f} alerts, {cfg.latency_seconds:g} s",
+            )
+        )
     say("4/5 memory per tracked user")
     for users in cfg.users_memory:
         rss, snap = memory_leg(users)
-        rows.append((f"4. memory with {users:,} users' state", f"{rss:,.0f} B/user RSS",
-                     f"snapshot {snap:,.0f} B/user (pickle, all shards)"))  # fmt: skip
+        rows.append(
+            (
+                f"4. memory with {users:,} users' state",
+                f"{rss:,.0f} B/user RSS",
+                f"snapshot {snap:,.0f} B/user (pickle, all shards)",
+            )
+        )
     say("5/5 per-stage cost (cProfile)")
     total, stages = stage_costs(s, cfg.profile_events)
-    lines = ["# Benchmarks", "", f"Command: `{command}` "
-             f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "", *machine_facts(), "",
-             "| leg | figure | notes |", "|---|---:|---|"]  # fmt: skip
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
+        "",
+        *machine_facts(),
+        "",
+        "| leg | figure | notes |",
+        "|---|---:|---|",
+    ]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    lines += ["", f"Per-stage cost under cProfile ({s.hst_engine} HST, "
-              f"{cfg.profile_events:,} events, "
-              f"{total:.1f} µs/event in total with profiling overhead):", "",
-              "| stage | µs/event | share |", "|---|---:|---:|"]  # fmt: skip
+    lines += [
+        "",
+        f"Per-stage cost under cProfile ({s.hst_engine} HST, "
+        f"{cfg.profile_events:,} events, "
+        f"{total:.1f} µs/event in total with profiling overhead):",
+        "",
+        "| stage | µs/event | share |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {k} | {v:.1f} | {v / total:.0%} |" for k, v in stages.items()]
     rest = total - sum(stages.values())
     lines += [f"| bytewax operators, batching, sinks, other | {rest:.1f} | {rest / total:.0%} |"]

@@ -28,8 +28,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 def _browser() -> webdriver.Chrome:
     opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-              "--window-size=1500,1150"):  # fmt: skip
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1500,1150",
+    ):
         opts.add_argument(a)
     exe = shutil.which("chromedriver")
     if not exe:
@@ -44,7 +48,8 @@ def _measure(d: webdriver.Chrome, url: str, seconds: float) -> None:
     d.get(url + "/alerts")
     WebDriverWait(d, 30).until(ec.text_to_be_present_in_element((By.ID, "al-count"), "alerts"))
     raised_col = [h.text for h in d.find_elements(By.CSS_SELECTOR, "#al-table th")].index(
-        "raised (UTC)")  # fmt: skip
+        "raised (UTC)"
+    )
     seen: set[str] = set()
     lags: list[float] = []
     first = True
@@ -65,8 +70,10 @@ def _measure(d: webdriver.Chrome, url: str, seconds: float) -> None:
         time.sleep(0.1)
     if lags:
         lags.sort()
-        print(f"raised -> on screen over {len(lags)} new alerts: p50 {lags[len(lags) // 2]:.2f}s,"
-              f" p95 {lags[int(len(lags) * 0.95)]:.2f}s, max {lags[-1]:.2f}s")  # fmt: skip
+        print(
+            f"raised -> on screen over {len(lags)} new alerts: p50 {lags[len(lags) // 2]:.2f}s,"
+            f" p95 {lags[int(len(lags) * 0.95)]:.2f}s, max {lags[-1]:.2f}s"
+        )
     else:
         print("no new alert appeared while measuring")
 
@@ -82,10 +89,23 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = Path(tempfile.mkdtemp(prefix="shots-")) / "chdb"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "dataflows.cli", "demo", "--port", str(a.port), "--rate", "150",
-         "--seconds", str(a.warmup + 120 + a.measure), "--set", f"clickhouse_url=chdb://{data}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dataflows.cli",
+            "demo",
+            "--port",
+            str(a.port),
+            "--rate",
+            "150",
+            "--seconds",
+            str(a.warmup + 120 + a.measure),
+            "--set",
+            f"clickhouse_url=chdb://{data}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{a.port}"
     try:
         print(f"demo running; waiting {a.warmup:.0f}s for traffic...", file=sys.stderr)
@@ -93,20 +113,23 @@ def main() -> int:
         d = _browser()
         try:
             d.get(url + "/")
-            WebDriverWait(d, 30).until(ec.presence_of_element_located(
-                (By.CSS_SELECTOR, "#ov-map g.layer.land path")))  # fmt: skip
+            WebDriverWait(d, 30).until(
+                ec.presence_of_element_located((By.CSS_SELECTOR, "#ov-map g.layer.land path"))
+            )
             time.sleep(3)
             d.save_screenshot(str(out / "overview.png"))
             top = re.search(r'href="/users/([\w-]+)"', d.page_source)
             d.get(url + "/alerts")
-            WebDriverWait(d, 30).until(ec.text_to_be_present_in_element(
-                (By.ID, "al-count"), "alerts"))  # fmt: skip
+            WebDriverWait(d, 30).until(
+                ec.text_to_be_present_in_element((By.ID, "al-count"), "alerts")
+            )
             time.sleep(2)
             d.save_screenshot(str(out / "alerts.png"))
             if top:
                 d.get(url + f"/users/{top.group(1)}")
-                WebDriverWait(d, 30).until(ec.text_to_be_present_in_element(
-                    (By.ID, "us-profile"), "transactions"))  # fmt: skip
+                WebDriverWait(d, 30).until(
+                    ec.text_to_be_present_in_element((By.ID, "us-profile"), "transactions")
+                )
                 time.sleep(3)
                 d.save_screenshot(str(out / "user.png"))
             if a.measure:

@@ -37,17 +37,26 @@ def _sample_rows(n: int) -> list[Any]:
     for i in range(n):
         t = replace(base, txn_id=f"b{i}", user_id=f"u{i % 5000}", ts=T_END + timedelta(seconds=i))
         flagged = i % 60 == 0
-        out.append(ScoredTransaction(
-            t, None, feats, 0.4, 0.5,
-            (Reason("velocity", "5 in 10 min", 0.6),) if flagged else (),
-            0.6 if flagged else 0.05, "review" if flagged else "approve", "bench", T_END,
-        ))  # fmt: skip
+        out.append(
+            ScoredTransaction(
+                t,
+                None,
+                feats,
+                0.4,
+                0.5,
+                (Reason("velocity", "5 in 10 min", 0.6),) if flagged else (),
+                0.6 if flagged else 0.05,
+                "review" if flagged else "approve",
+                "bench",
+                T_END,
+            )
+        )
     return out
 
 
 def sink_rate(store: Store, rows: int, batch_rows: int) -> float:
     """Rows/s through the bytewax sink partition (row building + batched inserts)."""
-    from dataflows.chsink import ClickHouseSink
+    from dataflows.connectors.chsink import ClickHouseSink
 
     data = _sample_rows(rows)
     part = ClickHouseSink(store.url, store.database, batch_rows, 0.5).build_part("b", "p", None)
@@ -126,13 +135,14 @@ def query_latencies(store: Store, repeat: int = 5) -> dict[str, float]:
         cases |= {
             f"kpis {label}": lambda s=start: q.kpis(store, s, end),
             f"per-minute series {label}": lambda s=start: q.volume_series(
-                store, s, end, q.bucket_seconds(s, end)),
+                store, s, end, q.bucket_seconds(s, end)
+            ),
             f"risk distribution {label}": lambda s=start: q.risk_distribution(store, s, end),
             f"rule hits {label}": lambda s=start: q.rule_hits(store, s, end),
             f"top flagged users {label}": lambda s=start: q.top_flagged_users(store, s, end),
             f"latest alerts (500) {label}": lambda f=f: q.latest_alerts(store, f),
             f"review backlog {label}": lambda s=start: q.review_backlog(store, s, end),
-        }  # fmt: skip
+        }
     cases["user timeline"] = lambda: q.user_timeline(store, "u42")
     cases["user profile"] = lambda: q.user_profile(store, "u42")
     return {name: _timed(fn, repeat) for name, fn in cases.items()}
@@ -145,8 +155,9 @@ def run(url: str, sizes: list[int], sink_rows: int, batch_rows: int) -> None:
     try:
         migrate(store, 3650)
         rate = sink_rate(store, sink_rows, batch_rows)
-        print(f"sink insert: {rate:,.0f} rows/s ({sink_rows:,} rows, batch {batch_rows})",
-              flush=True)  # fmt: skip
+        print(
+            f"sink insert: {rate:,.0f} rows/s ({sink_rows:,} rows, batch {batch_rows})", flush=True
+        )
         for t in ("transactions", "alerts", "decisions_per_minute"):
             store.client.command(f"TRUNCATE TABLE {store.database}.{t}")
         have = 0
@@ -154,8 +165,11 @@ def run(url: str, sizes: list[int], sink_rows: int, batch_rows: int) -> None:
         for n in sorted(sizes):
             took = fill(store, n - have, have) if n > have else 0.0
             have = n
-            print(f"filled to {n:,} rows in {took:.1f}s; timing queries...", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            print(
+                f"filled to {n:,} rows in {took:.1f}s; timing queries...",
+                file=sys.stderr,
+                flush=True,
+            )
             results[n] = query_latencies(store)
         names = list(next(iter(results.values())))
         head = "| query | " + " | ".join(f"{n / 1e6:g}M rows (ms)" for n in results) + " |"

@@ -15,8 +15,14 @@ from typing import Any, TypeVar
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-__all__ = ["CallbackSink", "IterSource", "PartitionedSource", "StoppableSource", "jsonl_lines",
-           "stop_on_signals"]  # fmt: skip
+__all__ = [
+    "CallbackSink",
+    "IterSource",
+    "PartitionedSource",
+    "StoppableSource",
+    "jsonl_lines",
+    "stop_on_signals",
+]
 
 X = TypeVar("X")
 BATCH = 1000
@@ -24,8 +30,9 @@ BATCH = 1000
 
 
 class _IterPartition(StatefulSourcePartition[Any, int]):
-    def __init__(self, it: Iterator[Any], start: int, batch: int,
-                 pace: Callable[[int], None] | None) -> None:  # fmt: skip
+    def __init__(
+        self, it: Iterator[Any], start: int, batch: int, pace: Callable[[int], None] | None
+    ) -> None:
         self.it = itertools.islice(it, start, None)
         self.pos = start
         self.batch = batch
@@ -51,8 +58,12 @@ class IterSource(FixedPartitionedSource[Any, int]):
     recovery resumes exactly after the last snapshotted item.
     """
 
-    def __init__(self, make: Callable[[], Iterable[Any]], batch: int = BATCH,
-                 pace: Callable[[int], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        make: Callable[[], Iterable[Any]],
+        batch: int = BATCH,
+        pace: Callable[[int], None] | None = None,
+    ) -> None:
         self.make, self.batch, self.pace = make, batch, pace
 
     def list_parts(self) -> list[str]:
@@ -121,8 +132,9 @@ class StoppableSource(FixedPartitionedSource[Any, Any]):
         return self.inner.list_parts()
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _StoppablePartition:
-        return _StoppablePartition(self.inner.build_part(step_id, for_part, resume_state),
-                                   self.stop)  # fmt: skip
+        return _StoppablePartition(
+            self.inner.build_part(step_id, for_part, resume_state), self.stop
+        )
 
 
 def stop_on_signals() -> Any:

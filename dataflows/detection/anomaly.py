@@ -25,8 +25,8 @@ from typing import Any, Literal
 from river.anomaly import HalfSpaceTrees
 from river.tree.padded import make_padded_tree
 
-from dataflows.fasthst import NumpyHST
-from dataflows.state import Features
+from dataflows.detection.fasthst import NumpyHST
+from dataflows.detection.state import Features
 
 __all__ = ["FEATURE_NAMES", "ShardModel", "scale_features"]
 
@@ -38,7 +38,20 @@ def _log_scale(x: float, top: float) -> float:
 
 
 def scale_features(f: Features) -> dict[str, float]:
-    """Model input in [0, 1]. Bounds (documented here, fixed): see each line."""
+    """Model input in [0, 1]. Bounds (documented here, fixed): see each line.
+
+    Fixed bounds, not a fitted scaler: every shard and every restart sees the same
+    scale, and an extreme value saturates at 1 instead of squashing the rest.
+
+    >>> from dataclasses import fields, replace
+    >>> from dataflows.detection.state import Features
+    >>> quiet = Features(**{f.name: 0 for f in fields(Features)})
+    >>> x = scale_features(replace(quiet, amount_usd=99.0, cnt_1m=5))
+    >>> round(x["amount"], 3), round(x["amount_z"], 3), x["cnt_1m"]
+    (0.4, 0.333, 0.5)
+    >>> scale_features(replace(quiet, amount_usd=1e9, amount_z=50.0, cnt_1m=99))["cnt_1m"]
+    1.0
+    """
     z = (f.amount_z + 3.0) / 9.0  # z-score -3 .. +6
     return {
         "amount": _log_scale(f.amount_usd, 100_000.0),  # $0 .. $100k, log
@@ -62,9 +75,23 @@ def scale_features(f: Features) -> dict[str, float]:
 Engine = Literal["river", "numpy"]
 
 
-FEATURE_NAMES = ("amount", "amount_z", "cnt_1m", "cnt_10m", "cnt_1h", "cnt_24h", "sum_24h",
-                 "small_10m", "speed", "km_prev", "hour_rarity", "new_country", "new_device",
-                 "ecom", "history")  # fmt: skip
+FEATURE_NAMES = (
+    "amount",
+    "amount_z",
+    "cnt_1m",
+    "cnt_10m",
+    "cnt_1h",
+    "cnt_24h",
+    "sum_24h",
+    "small_10m",
+    "speed",
+    "km_prev",
+    "hour_rarity",
+    "new_country",
+    "new_device",
+    "ecom",
+    "history",
+)
 """The model inputs :func:`scale_features` returns (lets the numpy engine build its
 trees before the first event instead of stalling on it)."""
 
@@ -193,10 +220,16 @@ def _river_restore(params: tuple[int, int, int, int], state: tuple[Any, ...]) ->
     hst = HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window, seed=seed)
     if features:
         hst.trees = [
-            make_padded_tree(limits={i: hst.limits[i] for i in features}, height=height,
-                             padding=0.15, rng=hst.rng, r_mass=0, l_mass=0)
+            make_padded_tree(
+                limits={i: hst.limits[i] for i in features},
+                height=height,
+                padding=0.15,
+                rng=hst.rng,
+                r_mass=0,
+                l_mass=0,
+            )
             for _ in range(n_trees)
-        ]  # fmt: skip
+        ]
         hst._tree_nodes = [list(t.iter_dfs()) for t in hst.trees]
         it = iter(masses)
         for nodes in hst._tree_nodes:

@@ -35,8 +35,10 @@ class UlbConfig:
 
     def label(self) -> str:
         scaler = "MinMaxScaler" if self.scaler == "minmax" else "sigmoid(z/2) of StandardScaler"
-        return f"{scaler} | {self.engine} HST(n_trees={self.n_trees}, height={self.height}, " \
-               f"window_size={self.window}, seed={self.seed})"  # fmt: skip
+        return (
+            f"{scaler} | {self.engine} HST(n_trees={self.n_trees}, height={self.height}, "
+            f"window_size={self.window}, seed={self.seed})"
+        )
 
 
 def ulb_rows(path: Path, limit: int | None = None) -> Iterator[tuple[dict[str, float], int]]:
@@ -59,12 +61,13 @@ class _Logic(StatefulBatchLogic[Any, tuple[float, int], None]):
         from river.anomaly import HalfSpaceTrees
         from river.preprocessing import MinMaxScaler
 
-        from dataflows.fasthst import NumpyHST
+        from dataflows.detection.fasthst import NumpyHST
 
         self.scaler = MinMaxScaler() if cfg.scaler == "minmax" else _ZSigmoid()
         self.cfg = cfg
-        self.river = HalfSpaceTrees(n_trees=cfg.n_trees, height=cfg.height,
-                                    window_size=cfg.window, seed=cfg.seed)  # fmt: skip
+        self.river = HalfSpaceTrees(
+            n_trees=cfg.n_trees, height=cfg.height, window_size=cfg.window, seed=cfg.seed
+        )
         self.fast = NumpyHST(COLUMNS, cfg.n_trees, cfg.height, cfg.window, cfg.seed)
 
     def on_batch(self, values: list[Any]) -> tuple[list[tuple[float, int]], bool]:
@@ -117,7 +120,7 @@ def run_ulb(path: Path, cfg: UlbConfig, limit: int | None = None) -> dict[str, f
     from river.metrics import ROCAUC
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from dataflows.io import CallbackSink, IterSource
+    from dataflows.connectors.local import CallbackSink, IterSource
 
     out: list[tuple[float, int]] = []
     flow = Dataflow("ulb")
@@ -130,6 +133,10 @@ def run_ulb(path: Path, cfg: UlbConfig, limit: int | None = None) -> dict[str, f
     river_auc = ROCAUC()
     for s, y in out[:2500]:
         river_auc.update(y, s)
-    return {"events": len(out), "frauds": sum(ys), "auc": float(roc_auc_score(ys, scores)),
-            "ap": float(average_precision_score(ys, scores)),
-            "river_rocauc_2500": float(river_auc.get())}  # fmt: skip
+    return {
+        "events": len(out),
+        "frauds": sum(ys),
+        "auc": float(roc_auc_score(ys, scores)),
+        "ap": float(average_precision_score(ys, scores)),
+        "river_rocauc_2500": float(river_auc.get()),
+    }

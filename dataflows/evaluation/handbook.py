@@ -53,21 +53,32 @@ class Protocol:
 
 PROTOCOLS = (
     Protocol("ch3", "ch.3 test week 2018-08-08…14", (date(2018, 7, 25),)),
-    Protocol("ch5", "ch.5 prequential test folds (mean of 4)",
-             (date(2018, 8, 15), date(2018, 8, 8), date(2018, 8, 1), date(2018, 7, 25))),
+    Protocol(
+        "ch5",
+        "ch.5 prequential test folds (mean of 4)",
+        (date(2018, 8, 15), date(2018, 8, 8), date(2018, 8, 1), date(2018, 7, 25)),
+    ),
     Protocol("ch7", "ch.7 unsupervised week 2018-07-25…31", (date(2018, 7, 11),)),
-)  # fmt: skip
+)
 
 PUBLISHED: dict[str, list[tuple[str, float, float, float]]] = {
-    "ch3": [("Logistic regression (supervised)", 0.871, 0.606, 0.291),
-            ("Random forest (supervised)", 0.867, 0.658, 0.287),
-            ("XGBoost (supervised)", 0.862, 0.639, 0.273)],
+    "ch3": [
+        ("Logistic regression (supervised)", 0.871, 0.606, 0.291),
+        ("Random forest (supervised)", 0.867, 0.658, 0.287),
+        ("XGBoost (supervised)", 0.862, 0.639, 0.273),
+    ],
     "ch5": [("XGBoost (supervised, best row)", 0.869, 0.687, 0.303)],
-    "ch7": [("IsolationForest (uses 7-day-delayed terminal-risk labels)", 0.808, 0.164, 0.19),
-            ("Autoencoder (same inputs)", 0.836, 0.18, 0.217),
-            ("River MinMaxScaler \\| HST(seed=42), 15 features, label-free (dataset README)",
-             0.746, 0.091, 0.16)],
-}  # fmt: skip
+    "ch7": [
+        ("IsolationForest (uses 7-day-delayed terminal-risk labels)", 0.808, 0.164, 0.19),
+        ("Autoencoder (same inputs)", 0.836, 0.18, 0.217),
+        (
+            "River MinMaxScaler \\| HST(seed=42), 15 features, label-free (dataset README)",
+            0.746,
+            0.091,
+            0.16,
+        ),
+    ],
+}
 """Handbook rows (AUC ROC, AP, CP@100) as listed in the dataset README."""
 
 SCORES = {
@@ -134,13 +145,20 @@ def handbook_metrics(test: pd.DataFrame, score: str) -> tuple[float, float, floa
 
     y, s = test.TX_FRAUD.to_numpy(), test[score].to_numpy()
     cp, _ = card_precision_at_k(test, score)
-    return (round(float(roc_auc_score(y, s)), 3), round(float(average_precision_score(y, s)), 3),
-            round(cp, 3))  # fmt: skip
+    return (
+        round(float(roc_auc_score(y, s)), 3),
+        round(float(average_precision_score(y, s)), 3),
+        round(cp, 3),
+    )
 
 
-def score_stream(s: Settings, events: Callable[[], Iterable[bytes]], total: int,
-                 progress: bool = True,
-                 labels: Callable[[], Iterable[bytes]] | None = None) -> pd.DataFrame:  # fmt: skip
+def score_stream(
+    s: Settings,
+    events: Callable[[], Iterable[bytes]],
+    total: int,
+    progress: bool = True,
+    labels: Callable[[], Iterable[bytes]] | None = None,
+) -> pd.DataFrame:
     """Run ``events`` through ``build_flow``; one row per scored transaction.
 
     Columns: TRANSACTION_ID, risk_raw, hst (percentile), flagged, learned, profile
@@ -149,8 +167,8 @@ def score_stream(s: Settings, events: Callable[[], Iterable[bytes]], total: int,
     """
     from bytewax.testing import run_main
 
+    from dataflows.connectors.local import CallbackSink, IterSource
     from dataflows.flow import build_flow
-    from dataflows.io import CallbackSink, IterSource
     from generators.stream import Progress
 
     ids: list[int] = []
@@ -176,16 +194,30 @@ def score_stream(s: Settings, events: Callable[[], Iterable[bytes]], total: int,
     def clock() -> datetime:
         return datetime.now(UTC)
 
-    flow = build_flow(s, IterSource(events), CallbackSink(lambda b: None), CallbackSink(rows),
-                      CallbackSink(dead.extend), clock=clock,
-                      labels=None if labels is None else IterSource(labels))  # fmt: skip
+    flow = build_flow(
+        s,
+        IterSource(events),
+        CallbackSink(lambda b: None),
+        CallbackSink(rows),
+        CallbackSink(dead.extend),
+        clock=clock,
+        labels=None if labels is None else IterSource(labels),
+    )
     run_main(flow)
     if prog is not None:
         prog.done()
     if dead:
         raise ValueError(f"{len(dead)} events refused, first: {dead[0].error_message}")
-    out = pd.DataFrame({"TRANSACTION_ID": ids, "risk_raw": risk, "hst": hst, "flagged": flagged,
-                        "learned": learned, "profile": profile})  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "TRANSACTION_ID": ids,
+            "risk_raw": risk,
+            "hst": hst,
+            "flagged": flagged,
+            "learned": learned,
+            "profile": profile,
+        }
+    )
     out["risk"] = out.risk_raw + 1e-9 * out.hst
     return out
 
@@ -199,8 +231,13 @@ class EvalResult:
     stream: tuple[date, date]
 
 
-def run_handbook(s: Settings, root: Path, stream_start: date, stream_end: date,
-                 protocols: tuple[Protocol, ...] = PROTOCOLS) -> EvalResult:  # fmt: skip
+def run_handbook(
+    s: Settings,
+    root: Path,
+    stream_start: date,
+    stream_end: date,
+    protocols: tuple[Protocol, ...] = PROTOCOLS,
+) -> EvalResult:
     """Stream [stream_start, stream_end) once and evaluate every protocol on it."""
     from generators.datasets import handbook_events, handbook_frame, handbook_labels
 
@@ -210,8 +247,7 @@ def run_handbook(s: Settings, root: Path, stream_start: date, stream_end: date,
     df = handbook_frame(root, start, end)
     scored = score_stream(s, lambda: handbook_events(df), len(df))
     df = df.merge(scored, on="TRANSACTION_ID", how="left", validate="one_to_one")
-    fb = score_stream(s, lambda: handbook_events(df), len(df),
-                      labels=lambda: handbook_labels(df))  # fmt: skip
+    fb = score_stream(s, lambda: handbook_events(df), len(df), labels=lambda: handbook_labels(df))
     fb = fb.set_index("TRANSACTION_ID")
     df["risk_fb"] = df.TRANSACTION_ID.map(fb.risk)
     df["learned"] = df.TRANSACTION_ID.map(fb.learned)
@@ -226,26 +262,34 @@ def run_handbook(s: Settings, root: Path, stream_start: date, stream_end: date,
         for key in SCORES:
             rows.append(_row(p, key, [handbook_metrics(t, key) for t in tests], n_test))
         # The ceiling's spread is not reported: it is a bound, not a detector.
-        rows.append({**_row(p, CEILING, [label_free_ceiling(t) for t in tests], n_test),
-                     "sd": None})  # fmt: skip
+        rows.append(
+            {**_row(p, CEILING, [label_free_ceiling(t) for t in tests], n_test), "sd": None}
+        )
         curves[p.key] = tests[-1][["TX_FRAUD", *SCORES]]
     return EvalResult(rows, curves, time.perf_counter() - t0, len(df), (stream_start, stream_end))
 
 
-def _row(p: Protocol, score: str, per_fold: list[tuple[float, float, float]],
-         n_test: int) -> dict[str, Any]:  # fmt: skip
+def _row(
+    p: Protocol, score: str, per_fold: list[tuple[float, float, float]], n_test: int
+) -> dict[str, Any]:
     """One table row: the mean of the folds' metrics (and their spread if several)."""
     m = np.mean(np.array(per_fold), axis=0)
     sd = np.std(np.array(per_fold), axis=0) if len(per_fold) > 1 else None
-    return {"protocol": p.key, "title": p.title, "score": score,
-            "auc": round(float(m[0]), 3), "ap": round(float(m[1]), 3),
-            "cp100": round(float(m[2]), 3),
-            "sd": None if sd is None else tuple(round(float(v), 3) for v in sd),
-            "test_rows": n_test}  # fmt: skip
+    return {
+        "protocol": p.key,
+        "title": p.title,
+        "score": score,
+        "auc": round(float(m[0]), 3),
+        "ap": round(float(m[1]), 3),
+        "cp100": round(float(m[2]), 3),
+        "sd": None if sd is None else tuple(round(float(v), 3) for v in sd),
+        "test_rows": n_test,
+    }
 
 
-def markdown_report(r: EvalResult, s: Settings, command: str,
-                    generator: str | None = None, ulb: str | None = None) -> str:  # fmt: skip
+def markdown_report(
+    r: EvalResult, s: Settings, command: str, generator: str | None = None, ulb: str | None = None
+) -> str:
     """The comparison table: our label-free scores beside the published rows."""
     lines = [
         "# Detection quality on the Fraud Detection Handbook data",
@@ -274,8 +318,10 @@ def markdown_report(r: EvalResult, s: Settings, command: str,
                 if x["score"] == CEILING
                 else f"**ours: {x['score']}**{sd}"
             )
-            lines.append(f"| {p.title} | {who} | {x['auc']} | {x['ap']} | "
-                         f"{x['cp100']} | {x['test_rows']:,} |")  # fmt: skip
+            lines.append(
+                f"| {p.title} | {who} | {x['auc']} | {x['ap']} | "
+                f"{x['cp100']} | {x['test_rows']:,} |"
+            )
         if ours:
             for name, auc, ap, cp in PUBLISHED[p.key]:
                 lines.append(f"| {p.title} | {name} | {auc} | {ap} | {cp} | |")
@@ -309,17 +355,22 @@ def markdown_report(r: EvalResult, s: Settings, command: str,
 def ulb_report(path: Path) -> str:
     """River's documented pipeline reproduced inside a bytewax flow, both engines, and a
     variant with a robust scaler."""
-    from dataflows.ulb import UlbConfig, run_ulb
+    from dataflows.evaluation.ulb import UlbConfig, run_ulb
 
-    rows = ["| configuration (in a bytewax flow) | events | frauds | AUC (exact) | AP | "
-            "River ROCAUC, first 2,500 |", "|---|---:|---:|---:|---:|---:|",
-            "| River docs / dataset README: MinMaxScaler \\| HST(seed=42) | 144,786 | 281 | "
-            "0.9126 | 0.2185 | 91.15 % |"]  # fmt: skip
+    rows = [
+        "| configuration (in a bytewax flow) | events | frauds | AUC (exact) | AP | "
+        "River ROCAUC, first 2,500 |",
+        "|---|---:|---:|---:|---:|---:|",
+        "| River docs / dataset README: MinMaxScaler \\| HST(seed=42) | 144,786 | 281 | "
+        "0.9126 | 0.2185 | 91.15 % |",
+    ]
     for cfg in (UlbConfig(engine="river"), UlbConfig(), UlbConfig(n_trees=25, scaler="zsigmoid")):
         m = run_ulb(path, cfg)
-        rows.append(f"| {cfg.label().replace('|', chr(92) + '|')} | {m['events']:,.0f} | "
-                    f"{m['frauds']:.0f} | {m['auc']:.4f} | {m['ap']:.4f} | "
-                    f"{m['river_rocauc_2500']:.2%} |")  # fmt: skip
+        rows.append(
+            f"| {cfg.label().replace('|', chr(92) + '|')} | {m['events']:,.0f} | "
+            f"{m['frauds']:.0f} | {m['auc']:.4f} | {m['ap']:.4f} | "
+            f"{m['river_rocauc_2500']:.2%} |"
+        )
     rows += [
         "",
         "The first two rows reproduce River's figures exactly (the wiring: score then "

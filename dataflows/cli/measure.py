@@ -1,0 +1,181 @@
+"""``fraud eval | bench | bench-store | latency``: detection quality and performance."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from dataflows.cli.common import (
+    add_common,
+    iso_date,
+    nonneg_float,
+    positive_int,
+    settings_of,
+)
+from dataflows.cli.scoring import run_local
+from schemas.errors import ConfigError
+from schemas.settings import Settings
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from dataflows.bench.latency import measure_latency
+
+    s = settings_of(args)
+    where = s.brokers or "embedded tansu"
+    print(f"produce->alert latency at {args.rate:g} tx/s for {args.seconds:g}s via {where} ...")
+    r = measure_latency(s, args.rate, args.seconds)
+    print(
+        f"alerts {r['alerts']:.0f}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
+        f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
+    )
+    return 0
+
+
+def cmd_bench_store(args: argparse.Namespace) -> int:
+    from dataflows.bench.store import run
+
+    s = settings_of(args)
+    run(args.url or s.clickhouse_url, args.rows, args.sink_rows, s.clickhouse_batch_rows)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dataflows.evaluation.handbook import html_report, markdown_report, run_handbook, ulb_report
+
+    s = settings_of(args)
+    root = Path(args.data) if args.data else s.data_dir
+    if not (root / "fraud_handbook_simulated" / "transactions.parquet").exists():
+        raise ConfigError(f"--data {root}: no fraud_handbook_simulated/transactions.parquet there")
+    if args.to <= getattr(args, "from"):
+        raise ConfigError(f"--to {args.to} must be after --from {getattr(args, 'from')}")
+    print(
+        f"fraud eval: handbook data {root}, streaming {getattr(args, 'from')} … {args.to}",
+        file=sys.stderr,
+    )
+    r = run_handbook(s, root, getattr(args, "from"), args.to)
+    if not r.rows:
+        raise ConfigError("the streamed range covers no published test week: widen --from/--to")
+    generator = None
+    if args.generator_count:
+        generator = _generator_report(s, args.generator_count)
+    command = "fraud eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else "fraud eval"
+    ulb = None
+    ulb_path = root / "ulb_creditcard" / "creditcard_day1.parquet"
+    if ulb_path.exists():
+        print("fraud eval: ULB day 1 (River's HST figure)", file=sys.stderr)
+        ulb = ulb_report(ulb_path)
+    md = markdown_report(r, s, command.strip(), generator, ulb)
+    print(md)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "README.md").write_text(md)
+        (out / "report.html").write_text(html_report(r, md))
+        print(f"wrote {out / 'README.md'} and {out / 'report.html'}", file=sys.stderr)
+    return 0
+
+
+def _generator_report(s: Settings, count: int) -> str:
+    from dataflows.evaluation.patterns import format_report, pattern_report
+    from generators.stream import event_stream
+    from generators.synth import GeneratorConfig
+
+    cfg = GeneratorConfig(seed=7, users=5000, fraud_rate=0.01)
+    rows, _, _, _ = run_local(s, lambda: (v for _, v in event_stream(cfg, count)), 0)
+    return (
+        f"{count:,} events, seed {cfg.seed}, {cfg.users:,} users, fraud rate "
+        f"{cfg.fraud_rate:.0%} (`fraud simulate --count {count}`):\n\n```\n"
+        + format_report(pattern_report(rows))
+        + "\n```"
+    )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dataflows.bench.flow import BenchConfig, run_bench
+
+    s = settings_of(args)
+    cfg = BenchConfig.quick() if args.quick else BenchConfig()
+    command = "fraud bench" + (" --quick" if args.quick else "")
+
+    def say(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    md = run_bench(s, cfg, command, say)
+    print(md)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(md)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def register_latency(sub: Any) -> None:
+    p = sub.add_parser("latency", help="measure produce->alert latency through the broker")
+    p.add_argument("--rate", type=nonneg_float("rate"), default=200.0, help="tx/s (200)")
+    p.add_argument("--seconds", type=nonneg_float("seconds"), default=30.0, help="duration")
+    add_common(p)
+    p.set_defaults(fn=cmd_latency)
+
+
+def register_bench_store(sub: Any) -> None:
+    p = sub.add_parser("bench-store", help="ClickHouse sink rate and dashboard query latency")
+    p.add_argument("--url", help="ClickHouse URL (default: FRAUD_CLICKHOUSE_URL)")
+    p.add_argument(
+        "--rows",
+        type=positive_int("rows"),
+        nargs="+",
+        default=[1_000_000, 5_000_000],
+        help="table sizes to time the queries at (default 1000000 5000000)",
+    )
+    p.add_argument(
+        "--sink-rows",
+        type=positive_int("sink-rows"),
+        default=100_000,
+        help="rows pushed through the sink (default 100000)",
+    )
+    add_common(p)
+    p.set_defaults(fn=cmd_bench_store)
+
+
+def register_eval(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="detection quality on the Fraud Detection Handbook data against its published results",
+    )
+    p.add_argument(
+        "--data",
+        help="datasets folder (default: setting data_dir, FRAUD_DATA_DIR, else ../shared/data)",
+    )
+    p.add_argument(
+        "--from",
+        type=iso_date,
+        default=date(2018, 6, 20),
+        help="first day streamed (default 2018-06-20: history before the tests)",
+    )
+    p.add_argument(
+        "--to",
+        type=iso_date,
+        default=date(2018, 9, 5),
+        help="day after the last one streamed (default 2018-09-05)",
+    )
+    p.add_argument("--out", help="write README.md and report.html here (e.g. docs/eval)")
+    p.add_argument(
+        "--generator-count",
+        type=int,
+        default=50_000,
+        help="events of the project's generator for per-pattern recall (0 = skip)",
+    )
+    add_common(p)
+    p.set_defaults(fn=cmd_eval)
+
+
+def register_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="throughput, latency, memory and per-stage cost figures")
+    p.add_argument("--quick", action="store_true", help="small legs, under a minute (CI smoke)")
+    p.add_argument("--out", help="also write the Markdown table here (docs/benchmarks.md)")
+    add_common(p)
+    p.set_defaults(fn=cmd_bench)
