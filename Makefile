@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 # otherwise every process start recompiles ~1,300 modules (~3 s).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test browser lint fmt schemas eval bench bench-store screenshots clean
+.PHONY: demo test browser lint fmt schemas eval bench bench-store screenshots fuzz clean
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -37,6 +37,12 @@ test: $(VENV)/.synced browser
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+## Long fuzzing run of the parse boundary (Hypothesis, 100,000 examples per property);
+## `make test` runs the same properties with the short `ci` profile.
+fuzz: $(VENV)/.synced
+	$(VENV)/bin/python -m pytest -p no:cacheprovider tests/fuzz/test_parse_fuzz.py \
+	  --hypothesis-profile=fuzz --hypothesis-show-statistics -q $(ARGS)
 
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check .

@@ -80,27 +80,66 @@ def tune_gc() -> None:
 
 
 def parse_message(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Parsed | DeadLetter:
-    """Decode one input item: raw bytes/str, or a Kafka message with key/value/offset."""
+    """Decode one input item (raw bytes/str, or a Kafka message with key/value/offset)
+    into a parsed event or a dead letter with a reason code: the guarded boundary.
+
+    Nothing escapes it: a failure of the decoder itself (a bug, a library surprise on
+    some byte sequence) becomes an ``internal_error`` dead letter carrying the original
+    bytes, because one exception here would stop the flow and, with recovery on, stop it
+    again on every restart at the same offset.
+    """
+    try:
+        return _parse(item, max_bytes, now)
+    except Exception as e:
+        topic, part, offset = _origin(item)
+        err = DecodeError("internal_error", f"decoder failed: {_summary(e)}")
+        value = getattr(item, "value", item)
+        key = getattr(item, "key", None)
+        return DeadLetter.of(err, _as_bytes(key), _as_bytes(value), topic, part, offset, now())
+
+
+def _parse(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Parsed | DeadLetter:
     ingested: datetime | None = None
     if isinstance(item, bytes | str) or item is None:
-        key, value, topic, part, offset = None, item, "", -1, -1
+        key, value = None, item
     elif hasattr(item, "err"):  # a consumer error on one message (bytewax KafkaError)
         m = item.msg
         err = DecodeError("consumer_error", f"Kafka consumer error: {item.err}")
-        return DeadLetter.of(
-            err, m.key, m.value, m.topic or "", m.partition or -1, m.offset or -1, now()
-        )
+        return DeadLetter.of(err, m.key, m.value, *_origin(m), now())
     else:
         key, value = item.key, item.value
-        topic, part, offset = item.topic or "", item.partition, item.offset
-        part = -1 if part is None else part
-        offset = -1 if offset is None else offset
         ingested = _broker_time(getattr(item, "timestamp", None))
     res = decode_event(value, max_bytes)
     if isinstance(res, DecodeError):
-        raw = value.encode() if isinstance(value, str) else value
-        return DeadLetter.of(res, key, raw, topic, part, offset, now())
+        return DeadLetter.of(res, _as_bytes(key), _as_bytes(value), *_origin(item), now())
     return (res[0], res[1], ingested or now())
+
+
+def _origin(item: Any) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a Kafka message; ("", -1, -1) for anything else."""
+    topic = getattr(item, "topic", None)
+    part = getattr(item, "partition", None)
+    offset = getattr(item, "offset", None)
+    return (
+        topic if isinstance(topic, str) else "",
+        part if isinstance(part, int) else -1,
+        offset if isinstance(offset, int) else -1,
+    )
+
+
+def _as_bytes(v: Any) -> bytes | None:
+    """The message bytes as they came; a ``str`` (file input) back to UTF-8, keeping lone
+    surrogates (``surrogatepass``) so even an undecodable line is kept, not lost."""
+    if v is None or isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogatepass")
+    return repr(v).encode("utf-8", "backslashreplace")
+
+
+def _summary(e: BaseException) -> str:
+    """``Type: message``, bounded: dead-letter headers are not a place for a novel."""
+    return f"{type(e).__name__}: {e}"[:500]
 
 
 def _broker_time(ts: tuple[int, int] | None) -> datetime | None:
@@ -192,10 +231,14 @@ def build_flow(
     keyed = op.key_on("shard", split.trues, lambda p: shard_of(p[0].user_id, shards))
     snapshots = s.recovery_dir is not None
 
-    def score(shard: Shard, batch: list[Parsed]) -> list[ScoredTransaction]:
+    def score(shard: Shard, batch: list[Parsed]) -> list[ScoredTransaction | DeadLetter]:
         return score_batch(shard, batch, s, clock())
 
-    scored = stateful_step("score", keyed, lambda: new_shard(s), score, snapshots)
+    outcome = stateful_step("score", keyed, lambda: new_shard(s), score, snapshots)
+    # An event whose scoring failed comes back as a dead letter (see score_batch).
+    ok = op.branch("scored_ok", outcome, lambda x: isinstance(x, ScoredTransaction))
+    _emit("score_dlq", ok.falses, dlq_sink)
+    scored: Stream[ScoredTransaction] = ok.trues
     if labels is not None:
         scored = _feedback_steps(flow, s, scored, labels, clock, dlq_sink)
     sinks = row_sink if isinstance(row_sink, Sequence) else [row_sink]

@@ -261,14 +261,19 @@ def decode_event(
 
     Valid messages take a typed msgspec decode (:data:`_WIRE`, ~3x faster than JSON to
     dicts plus per-field checks); anything it refuses goes through
-    :func:`decode_event_checked`, which names the reason.  Both accept exactly the same
-    messages with the same values (a test compares them on valid and mutated events).
+    :func:`decode_event_checked`, which names the reason.  Both accept the same messages
+    with the same values (a fuzz test compares them), with one exception: an unknown extra
+    property that orjson cannot hold (nesting over 1024, a number like 1e400) is skipped
+    here and refused there as ``invalid_json``.
     """
     if raw is None or len(raw) > max_bytes:
         return _refused(raw, max_bytes)
     try:
         w = _WIRE_DECODER.decode(raw)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeError):
+        # msgspec raises UnicodeDecodeError (not a MsgspecError) on invalid UTF-8 inside
+        # a string, and UnicodeEncodeError on a ``str`` with lone surrogates; the
+        # field-by-field path names the reason for all of them.
         return _decode_fields(raw)
     ts = _ts_fast(w.ts)
     if (
@@ -319,7 +324,7 @@ def _refused(raw: bytes | str | None, max_bytes: int) -> DecodeError:
 def _decode_fields(raw: bytes | str) -> tuple[Transaction, Label | None] | DecodeError:
     try:
         d = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
+    except (orjson.JSONDecodeError, UnicodeError) as e:
         return DecodeError("invalid_json", f"malformed JSON: {e}")
     if type(d) is not dict:
         return DecodeError("not_an_object", f"expected a JSON object, got {type(d).__name__}")

@@ -51,6 +51,7 @@ DLQ_CODES = (
     "invalid_timestamp",
     "naive_timestamp",
     "consumer_error",
+    "internal_error",
 )
 """Reason codes of the dead-letter topic (header ``error-code``)."""
 

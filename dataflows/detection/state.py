@@ -97,6 +97,14 @@ class UserState:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, UserState) and self.__getstate__() == other.__getstate__()
 
+    def checkpoint(self) -> tuple:
+        """A copy to :meth:`restore` if an event fails half-way (arrays copied)."""
+        ev, n, mean, m2, hours, countries, devices, last_ts = self.__getstate__()
+        return (ev[:], n, mean, m2, hours[:], countries, devices, last_ts)
+
+    def restore(self, checkpoint: tuple) -> None:
+        self.__setstate__(checkpoint)
+
     # -- queries -------------------------------------------------------------------
     def _index_after(self, ts: float) -> int:
         """Record index of the first event with time > ts (binary search)."""
