@@ -4,20 +4,63 @@ Settings come from ``FRAUD_*``; run it as a cluster with bytewax's own flags, e.
 ``python -m bytewax.run dataflows.main:get_flow() -w 2 -r /data/recovery -s 10 -b 0``.
 Scored transactions and alerts go to ClickHouse (``FRAUD_CLICKHOUSE_URL``), whose
 pending migrations are applied first (idempotent, safe from every process).
+
+Recovery is what bytewax runs with: ``-r DIR`` (or ``BYTEWAX_RECOVERY_DIRECTORY``) turns
+on the state snapshots too, so a restart resumes per-user state and models with its
+offsets.  ``FRAUD_RECOVERY_DIR`` may repeat the same directory; a different one, or one
+without ``-r``, is refused at start rather than resuming offsets with empty state.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 
 from bytewax.dataflow import Dataflow
 
 from clickhouse.store import Store, migrate
 from dataflows.connectors.chsink import clickhouse_sink
 from dataflows.flow import kafka_flow
-from schemas.settings import load_settings
+from schemas.errors import ConfigError
+from schemas.settings import Settings, load_settings
 
-__all__ = ["get_flow"]
+__all__ = ["bytewax_recovery_dir", "get_flow", "with_running_recovery"]
+
+log = logging.getLogger(__name__)
+
+
+def bytewax_recovery_dir(argv: list[str]) -> Path | None:
+    """The recovery directory ``python -m bytewax.run`` was started with, read by
+    bytewax's own argument parser (flags and its environment variable alike)."""
+    from bytewax.run import _create_arg_parser
+
+    try:
+        args, _ = _create_arg_parser().parse_known_args(argv)
+    except SystemExit:  # not a bytewax.run command line
+        return None
+    return args.recovery_directory
+
+
+def with_running_recovery(s: Settings, running: Path | None) -> Settings:
+    """Settings whose ``recovery_dir`` is the recovery bytewax actually runs with.
+
+    Without it the flow would skip its state snapshots while bytewax stores offsets, and
+    a restart would resume reading with empty per-user state and models, silently.
+    """
+    if running is None:
+        if s.recovery_dir is not None:
+            raise ConfigError(
+                f"recovery_dir (FRAUD_RECOVERY_DIR) = {s.recovery_dir} but bytewax runs "
+                "without recovery: start it with -r the same directory"
+            )
+        return s
+    if s.recovery_dir is not None and s.recovery_dir.resolve() != running.resolve():
+        raise ConfigError(
+            f"recovery_dir (FRAUD_RECOVERY_DIR) = {s.recovery_dir} but bytewax runs with "
+            f"-r {running}: use one directory"
+        )
+    return s.model_copy(update={"recovery_dir": running})
 
 
 def get_flow() -> Dataflow:
@@ -27,5 +70,13 @@ def get_flow() -> Dataflow:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     tune_gc()
     s = load_settings()
+    if getattr(sys.modules["__main__"].__spec__, "name", None) == "bytewax.run":
+        try:
+            s = with_running_recovery(s, bytewax_recovery_dir(sys.argv[1:]))
+        except ConfigError as e:
+            log.error("%s", e)
+            raise SystemExit(2) from None
+    if s.recovery_dir is not None:
+        log.info("recovery on: %s (state snapshots included)", s.recovery_dir)
     migrate(Store.from_settings(s), s.clickhouse_ttl_days)
     return kafka_flow(s, clickhouse_sink(s))

@@ -30,8 +30,10 @@ from tests.integration.test_kafka import MALFORMED, _events, _expected_alert_ids
 ROOT = Path(__file__).parents[2]
 
 
-def _env(s: Settings, ch: ChServer, db: str, recovery: Path) -> dict[str, str]:
-    return {
+def _env(s: Settings, ch: ChServer, db: str, recovery: Path, variable: bool) -> dict[str, str]:
+    """The flow's environment; ``variable`` also sets FRAUD_RECOVERY_DIR (without it the
+    flow must take its recovery from bytewax's -r alone)."""
+    env = {
         **os.environ,
         **{
             f"FRAUD_{k.upper()}": str(v)
@@ -50,6 +52,9 @@ def _env(s: Settings, ch: ChServer, db: str, recovery: Path) -> dict[str, str]:
             }.items()
         },
     }
+    if not variable:
+        del env["FRAUD_RECOVERY_DIR"]
+    return env
 
 
 def _flow(env: dict[str, str], recovery: Path, tail: bool) -> subprocess.Popen[str]:
@@ -86,9 +91,17 @@ def _stored(store: Store) -> int:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize(
+    ("sig", "variable"),
+    [(signal.SIGTERM, True), (signal.SIGKILL, True), (signal.SIGKILL, False)],
+    ids=["sigterm", "sigkill", "sigkill-only-bytewax-r"],
+)
 def test_restart_loses_no_input_and_replays_harmlessly(
-    kafka_settings: Settings, ch_http: ChServer, tmp_path: Path, sig: signal.Signals
+    kafka_settings: Settings,
+    ch_http: ChServer,
+    tmp_path: Path,
+    sig: signal.Signals,
+    variable: bool,
 ) -> None:
     s = kafka_settings
     events = _events(4000)
@@ -102,7 +115,7 @@ def test_restart_loses_no_input_and_replays_harmlessly(
         capture_output=True,
     )
     db = f"rs_{uuid.uuid4().hex[:8]}"
-    env = _env(s, ch_http, db, recovery)
+    env = _env(s, ch_http, db, recovery, variable)
     store = Store(ch_http.url, db)
     produce_all(make_producer(s), s.topic_transactions, first)
 
