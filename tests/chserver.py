@@ -2,8 +2,10 @@
 
 Tests start it as a subprocess so clickhouse-connect's *HTTP* client runs its real code
 paths against a real engine: POST with the query in the body or ``query=``, settings and
-``param_*`` from the URL, ``INSERT ... FORMAT Native`` bodies, lz4/zstd/gzip request and
-response compression, ``X-ClickHouse-*`` headers and ClickHouse error codes.
+``param_*`` from the URL, ``INSERT ... FORMAT Native`` bodies, lz4/zstd/gzip/deflate request
+and response compression, ``X-ClickHouse-*`` headers and ClickHouse error codes.  A compressed
+body is decoded frame by frame to its end (the client sends one frame per insert block) or
+refused with 400, as ClickHouse does: never stored in part.
 
 Not a production server: one chDB connection serves requests one at a time, there is no
 authentication, and sessions are ignored (each request applies its own settings).
@@ -27,9 +29,11 @@ import urllib.request
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import chdb
@@ -64,18 +68,73 @@ _FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.I)
 _CODE = re.compile(r"Code: (\d+)")
 _HTTP_STATUS = {60: 404, 81: 404, 62: 400, 47: 400, 27: 400, 53: 400, 36: 400, 115: 400}
 
-_DECODE = {
-    "gzip": gzip.decompress,
-    "deflate": zlib.decompress,
-    "lz4": lz4.frame.decompress,
-    "zstd": zstd.decompress,
+
+class _Decompressor(Protocol):
+    """One frame's decoder: zlib's decompressobj, LZ4FrameDecompressor, ZstdDecompressor."""
+
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    def decompress(self, data: bytes, /) -> bytes: ...
+
+
+_DECODERS: dict[str, tuple[Callable[[], _Decompressor], int, str]] = {
+    "gzip": (partial(zlib.decompressobj, wbits=31), 354, "ZLIB_INFLATE_FAILED"),
+    "deflate": (zlib.decompressobj, 354, "ZLIB_INFLATE_FAILED"),
+    "lz4": (lz4.frame.LZ4FrameDecompressor, 618, "LZ4_DECODER_FAILED"),
+    "zstd": (zstd.ZstdDecompressor, 561, "ZSTD_DECODER_FAILED"),
 }
+"""Content-Encoding -> (new decoder of one frame, ClickHouse error code and name)."""
 _ENCODE = {
     "gzip": gzip.compress,
     "deflate": zlib.compress,
     "lz4": lz4.frame.compress,
     "zstd": zstd.compress,
 }
+
+
+class BodyError(Exception):
+    """A request body that cannot be decoded in full: refused with 400, nothing stored."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def decode_body(encoding: str, body: bytes) -> tuple[bytes, int]:
+    """``body`` decoded to its last byte, and how many frames (gzip members) it held.
+
+    clickhouse-connect compresses each block of an insert as a frame of its own, and a
+    gzip stream may hold several members; one-shot decoders such as
+    ``lz4.frame.decompress`` or ``zlib.decompress`` stop after the first and drop the
+    rest without a word.  A truncated frame or trailing bytes raise :class:`BodyError`.
+    """
+    if encoding not in _DECODERS:
+        raise BodyError(
+            48,
+            f"Unknown compression method '{encoding}'. Supported: {', '.join(_DECODERS)}."
+            " (NOT_IMPLEMENTED)",
+        )
+    new, code, name = _DECODERS[encoding]
+    out: list[bytes] = []
+    rest = body
+    while rest:
+        d = new()
+        try:
+            out.append(d.decompress(rest))
+        except Exception as e:  # zlib.error, RuntimeError, ZstdError: one per library
+            raise BodyError(
+                code, f"Cannot decode {encoding} frame {len(out) + 1}: {e}. ({name})"
+            ) from e
+        if not d.eof:
+            raise BodyError(
+                code,
+                f"The {encoding} body ends inside frame {len(out)}: truncated, or followed"
+                f" by bytes that are not a frame. ({name})",
+            )
+        rest = d.unused_data
+    return b"".join(out), len(out)
 
 
 def _q(v: str) -> str:
@@ -155,8 +214,14 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         enc = (self.headers.get("Content-Encoding") or "").strip().lower()
         if enc:
-            body = _DECODE[enc](body)
+            try:
+                body, frames = decode_body(enc, body)
+            except BodyError as e:
+                qid = dict(parse_qsl(urlsplit(self.path).query)).get("query_id", "")
+                self._fail(e.code, f"Code: {e.code}. DB::Exception: {e}", 400, qid)
+                return
             self.stats[f"request_{enc}"] += 1
+            self.stats[f"request_{enc}_frames"] += frames
         self._handle(body)
 
     def _read_body(self) -> bytes:
@@ -212,16 +277,7 @@ class Handler(BaseHTTPRequestHandler):
             msg = str(e)
             code = int(m.group(1)) if (m := _CODE.search(msg)) else 1002
             text = msg if msg.startswith("Code:") else f"Code: {code}. DB::Exception: {msg}"
-            text += f" (version {self.engine.version})\n"
-            self._reply(
-                _HTTP_STATUS.get(code, 500),
-                text.encode(),
-                {
-                    "X-ClickHouse-Exception-Code": str(code),
-                    "X-ClickHouse-Query-Id": qid,
-                    "Content-Type": "text/plain; charset=UTF-8",
-                },
-            )
+            self._fail(code, text, _HTTP_STATUS.get(code, 500), qid)
             return
         finally:
             if tmp:
@@ -243,6 +299,18 @@ class Handler(BaseHTTPRequestHandler):
                     self.stats[f"response_{enc}"] += 1
                     break
         self._reply(200, out, headers)
+
+    def _fail(self, code: int, text: str, status: int, qid: str = "") -> None:
+        """Reply with a ClickHouse-style error: the code in a header and in the text."""
+        self._reply(
+            status,
+            f"{text} (version {self.engine.version})\n".encode(),
+            {
+                "X-ClickHouse-Exception-Code": str(code),
+                "X-ClickHouse-Query-Id": qid or str(uuid.uuid4()),
+                "Content-Type": "text/plain; charset=UTF-8",
+            },
+        )
 
     def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
