@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -32,7 +31,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError,
 from clickhouse.tables import REVIEWS, Table, review_row
 from schemas.errors import StoreError
 from schemas.scored import Review
-from schemas.settings import Settings
+from schemas.settings import Settings, mask_url
 
 __all__ = [
     "Migration",
@@ -54,12 +53,12 @@ schema mismatch and retrying would only hide it."""
 
 
 def describe_url(url: str) -> str:
-    """The URL with any password masked, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    """The URL with any password masked, for messages and logs.
+
+    Delegates to the one masker settings refusals use: never echoes any part of a
+    password, even one urlsplit cannot parse.
+    """
+    return mask_url(url)
 
 
 def chdb_path(url: str) -> str | None:

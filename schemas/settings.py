@@ -7,17 +7,122 @@ message names the field, its environment variable and the allowed range.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["MASK", "Settings", "load_settings", "mask_logins", "mask_setting", "mask_url"]
 
 ENV_PREFIX = "FRAUD_"
+
+# --- Masking: one set of pure functions for refusals, safe_dict, repr and describe_url ---
+
+MASK = "***"
+SECRET_NAME_PARTS = ("password", "passwd", "pwd", "secret", "token", "key", "auth", "credential")
+"""A field or query parameter whose name holds one of these is masked whole."""
+LOGIN_FIELDS = frozenset({"dash_auth"})
+"""Fields in ``user:password,...`` form: users stay visible, passwords are masked."""
+
+_SECRET_QUERY = re.compile(
+    r"([?&;][^=&#;]*(?:" + "|".join(SECRET_NAME_PARTS) + r")[^=&#;]*=)[^&#;]*", re.IGNORECASE
+)
+_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:\[\]]*)(:[0-9]*)?\s*")
+_URL_USER_UNSAFE = re.compile(r"[\s/?#@]")
+_LOGIN_USER_UNSAFE = re.compile(r"\s")
+
+
+def is_secret_name(name: str) -> bool:
+    """Over-masking a harmless field costs nothing; showing a secret one cannot be undone."""
+    lowered = name.lower()
+    return any(part in lowered for part in SECRET_NAME_PARTS)
+
+
+def _shown_user(user: str, password: str, unsafe: re.Pattern[str]) -> str:
+    """``user`` unless it could reveal the password: it overlaps it (``alice:alice``) or it
+    holds characters no user name has, which means the split guessed wrong."""
+    if not user:
+        return user
+    users = {user, unquote(user)}
+    secrets = {password, unquote(password)} - {""}
+    if unsafe.search(user) or any(s in u or u in s for s in secrets for u in users):
+        return MASK
+    return user
+
+
+def _mask_userinfo(userinfo: str) -> str:
+    """``user:***``; a userinfo without a colon may itself be a token, so it is masked."""
+    user, colon, password = userinfo.partition(":")
+    if not colon:
+        return MASK if userinfo else ""
+    return f"{_shown_user(user, password, _URL_USER_UNSAFE)}:{MASK if password else ''}"
+
+
+def _mask_bad_port(rest: str) -> str:
+    """An authority whose port is not a number (``user:password/db``, the ``@host``
+    forgotten) cannot be parsed, so all of it is masked."""
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if all(_HOST_PORT.fullmatch(host) for host in authority.split(",")):
+        return rest
+    return MASK + rest[len(authority) :]
+
+
+def mask_url(url: str) -> str:
+    """``url`` (or ``user:password@host`` without a scheme) with credentials masked.
+
+    Parsed by hand, not with urlsplit: the userinfo is everything between ``://`` and the
+    *last* ``@``, so a password holding ``@ : / ? #``, spaces or odd unicode is masked
+    whole (urlsplit ends the netloc at the first ``/?#`` and raises, echoing the netloc,
+    on some unicode).  Query parameters named like a secret are masked too.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at:
+        rest = f"{_mask_userinfo(userinfo)}@{hostpart}"
+    elif sep:
+        rest = _mask_bad_port(rest)
+    return scheme + sep + _SECRET_QUERY.sub(rf"\g<1>{MASK}", rest)
+
+
+def _mask_login(entry: str) -> str:
+    """``user:***``; an entry without a colon may be a bare password, so it is masked."""
+    user, colon, password = entry.partition(":")
+    if not colon:
+        return MASK if entry else ""
+    return f"{_shown_user(user, password, _LOGIN_USER_UNSAFE)}:{MASK if password else ''}"
+
+
+def mask_logins(value: str) -> str:
+    """``user:password,...`` with users shown and passwords masked, malformed or not.
+
+    Split on commas only: a space may be inside a password.  A password holding a comma
+    followed by a colon is indistinguishable from a next login and shows its first part.
+    """
+    return ",".join(_mask_login(entry) for entry in value.split(","))
+
+
+def mask_setting(name: str, value: Any) -> Any:
+    """``value`` of setting ``name`` as it may be shown: logins, secret-named fields and
+    URL credentials masked; containers (a whole-object refusal's input) masked per key."""
+    if isinstance(value, dict):
+        return {k: mask_setting(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [mask_setting(name, v) for v in value]
+    if name in LOGIN_FIELDS:
+        return mask_logins(value) if isinstance(value, str) else MASK
+    if is_secret_name(name):
+        return value if value is None or value == "" else MASK
+    if isinstance(value, str):
+        return mask_url(value)
+    return value
 
 
 def _default_data_dir() -> Path:
@@ -33,7 +138,11 @@ def _default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Every tunable of the system, with documented defaults."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+    # hide_input_in_errors: a raw ValidationError (a traceback, a log) must not echo
+    # secrets either; load_settings rebuilds the message from masked inputs.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     # --- Kafka ---------------------------------------------------------------------
     brokers: str = Field("", description="Kafka bootstrap servers; empty = embedded broker.")
@@ -183,17 +292,13 @@ class Settings(BaseSettings):
         return f"rules-v1+hst-t{self.hst_trees}h{self.hst_height}w{self.hst_window}s{self.hst_seed}"
 
     def safe_dict(self) -> dict[str, Any]:
-        """Settings for display: URLs with credentials are masked."""
-        d = self.model_dump()
-        url = d["clickhouse_url"]
-        if "@" in url:
-            scheme, rest = url.split("://", 1)
-            d["clickhouse_url"] = f"{scheme}://***@{rest.split('@', 1)[1]}"
-        if d["dash_auth"]:
-            d["dash_auth"] = ",".join(
-                u.split(":", 1)[0] + ":***" for u in d["dash_auth"].split(",")
-            )
-        return d
+        """Settings for display (``fraud settings``), masked like a refusal."""
+        return {k: mask_setting(k, v) for k, v in self.model_dump().items()}
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """A repr is logged as readily as a message, so it is masked the same way."""
+        for k, v in super().__repr_args__():
+            yield k, v if k is None else mask_setting(k, v)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -205,9 +310,14 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            env = f"{ENV_PREFIX}{field.upper()}" if field != "settings" else ENV_PREFIX + "*"
-            lines.append(f"{field} ({env}) = {err.get('input')!r}: {err['msg']}")
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from e
+        lines = [_refusal_line(err["loc"], err.get("input"), err["msg"]) for err in e.errors()]
+    # Not chained: the ValidationError's own text could still carry the raw input.
+    raise ConfigError("invalid settings:\n  " + "\n  ".join(lines))
+
+
+def _refusal_line(loc: tuple[int | str, ...], given: Any, msg: str) -> str:
+    """``field (FRAUD_FIELD) = masked value: what is allowed``."""
+    field = ".".join(str(p) for p in loc) or "settings"
+    env = f"{ENV_PREFIX}{field.upper()}" if loc else ENV_PREFIX + "*"
+    shown = mask_setting(str(loc[0]) if loc else field, given)
+    return f"{field} ({env}) = {shown!r}: {msg}"

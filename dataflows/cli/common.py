@@ -80,7 +80,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     for item in args.set or []:
         if "=" not in item:
-            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+            # the token may be a secret typed without its field name: never echo it
+            raise ConfigError(f"--set expects FIELD=VALUE, got {len(item)} characters without '='")
         k, v = item.split("=", 1)
         if k not in Settings.model_fields:
             raise ConfigError(f"--set {k}: unknown setting; see `fraud settings`")
