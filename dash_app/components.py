@@ -8,8 +8,16 @@ from dash import dcc, html
 
 from clickhouse.store import describe_url
 from dash_app.context import RANGES
+from dash_app.encode import user_href
 
-__all__ = ["error_banner", "kpi", "range_picker", "user_link"]
+__all__ = [
+    "USER_CELL_STYLE",
+    "clicked_user_href",
+    "error_banner",
+    "kpi",
+    "range_picker",
+    "user_nav",
+]
 
 
 def kpi(label: str, value: str, cid: str) -> html.Div:
@@ -47,9 +55,33 @@ def info_banner(text: str) -> html.Div:
     return html.Div(text, className="banner banner-info")
 
 
-def user_link(user_id: str) -> str:
-    """Markdown link to the user drill-down (DataTable markdown cells)."""
-    return f"[{user_id}](/users/{user_id})"
+USER_CELL_STYLE = {
+    "if": {"column_id": "user_id"},
+    "color": "#1a5fb4",
+    "textDecoration": "underline",
+    "cursor": "pointer",
+}
+"""DataTable style for the plain-text ``user_id`` column that opens the user page on click."""
+
+
+def user_nav(cid: str) -> dcc.Location:
+    """Where a click on a user cell navigates: a callback sets ``href`` and Pages routes
+    to it without a reload."""
+    return dcc.Location(id=cid, refresh="callback-nav")
+
+
+def clicked_user_href(cell: dict[str, Any] | None, rows: list[dict[str, Any]] | None) -> str | None:
+    """The user page for a click on a table's ``user_id`` cell, None for any other cell.
+
+    User ids are shown as plain text (never markdown, which would let an id such as
+    ``x](https://evil.example) [y`` become a link); the href is built by
+    :func:`~dash_app.encode.user_href` from the row's id, found by ``row_id`` so sorting
+    and paging cannot open the wrong user.
+    """
+    if not cell or cell.get("column_id") != "user_id" or cell.get("row_id") is None:
+        return None
+    row = next((r for r in rows or () if r.get("id") == cell["row_id"]), None)
+    return None if row is None else user_href(str(row["user_id"]))
 
 
 def money(v: Any) -> str:

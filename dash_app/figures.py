@@ -1,7 +1,8 @@
 """Every figure of the app: pure functions from query DataFrames to plotly figures.
 
 No I/O here, so each is unit-tested on known frames.  Maps use ``scattergeo`` (no tiles,
-no tokens, works offline).
+no tokens, works offline).  Plotly renders text as HTML-like markup, so every data value
+put into hover text goes through :func:`~dash_app.encode.plotly_text`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import itertools
 
 import pandas as pd
 import plotly.graph_objects as go
+
+from dash_app.encode import plotly_text as esc
 
 __all__ = [
     "DECISION_COLORS",
@@ -148,7 +151,7 @@ def alerts_map(df: pd.DataFrame) -> go.Figure:
             name=d,
             marker={"color": DECISION_COLORS[d], "size": 7, "opacity": 0.8},
             text=[
-                f"{u} · ${a:,.2f}<br>{r}"
+                f"{esc(u)} · ${a:,.2f}<br>{esc(r)}"
                 for u, a, r in zip(part.user_id, part.amount_usd, part.rules, strict=True)
             ],
             hoverinfo="text",
@@ -173,7 +176,7 @@ def user_timeline(df: pd.DataFrame) -> go.Figure:
             name=d,
             marker={"color": color, "size": 9 if d != "approve" else 6},
             text=[
-                f"{m} ({c}) {ch}<br>risk {r:.2f} {ru}"
+                f"{esc(m)} ({esc(c)}) {esc(ch)}<br>risk {r:.2f} {esc(ru)}"
                 for m, c, ch, r, ru in zip(
                     part.merchant_category,
                     part.country,
@@ -213,7 +216,7 @@ def user_map(df: pd.DataFrame) -> go.Figure:
                 name=d,
                 marker={"color": color, "size": 8},
                 text=[
-                    f"{t:%Y-%m-%d %H:%M} · ${a:,.2f} {c}"
+                    f"{t:%Y-%m-%d %H:%M} · ${a:,.2f} {esc(c)}"
                     for t, a, c in zip(part.ts, part.amount_usd, part.country, strict=True)
                 ],
                 hoverinfo="text",

@@ -11,3 +11,4 @@ layout = v.layout
 callback(*v.REFRESH_IO)(v.refresh)
 callback(*v.APPLY_IO, prevent_initial_call=True)(v.apply)
 callback(*v.EXPORT_IO, prevent_initial_call=True)(v.export)
+callback(*v.NAV_IO, prevent_initial_call=True)(v.open_user)

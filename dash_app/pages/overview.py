@@ -9,3 +9,4 @@ dash.register_page(__name__, path="/", name="Overview", order=0)
 
 layout = v.layout
 callback(*v.REFRESH_IO)(v.refresh)
+callback(*v.NAV_IO, prevent_initial_call=True)(v.open_user)

@@ -8,15 +8,23 @@ from typing import Any
 from dash import Input, Output, State, dash_table, dcc, html, no_update
 
 from clickhouse import queries as q
-from dash_app.components import error_banner, info_banner, range_picker, user_link
+from dash_app.components import (
+    USER_CELL_STYLE,
+    clicked_user_href,
+    error_banner,
+    info_banner,
+    range_picker,
+    user_nav,
+)
 from dash_app.context import ctx, resolve_range
+from dash_app.encode import csv_safe
 from schemas.scored import Review
 from schemas.vocab import RULE_CODES, VERDICTS
 
 COLUMNS = [
     {"name": "time (UTC)", "id": "ts"},
     {"name": "raised (UTC)", "id": "raised"},
-    {"name": "user", "id": "user", "presentation": "markdown"},
+    {"name": "user", "id": "user_id"},
     {"name": "amount", "id": "amount"},
     {"name": "USD", "id": "amount_usd", "type": "numeric"},
     {"name": "risk", "id": "risk_score", "type": "numeric"},
@@ -99,7 +107,6 @@ def layout(**_: Any) -> html.Div:
                 row_selectable="multi",
                 sort_action="native",
                 page_size=20,
-                markdown_options={"link_target": "_self"},
                 style_cell={
                     "textAlign": "left",
                     "padding": "4px",
@@ -109,6 +116,7 @@ def layout(**_: Any) -> html.Div:
                 },
                 style_data_conditional=[
                     {"if": {"filter_query": "{decision} = block"}, "color": "#b00"},
+                    USER_CELL_STYLE,
                 ],
                 tooltip_duration=None,
             ),
@@ -135,6 +143,7 @@ def layout(**_: Any) -> html.Div:
                 ],
                 className="panel triage",
             ),
+            user_nav("al-nav"),
             dcc.Store(id="al-version", data=0),
             dcc.Interval(id="al-tick", interval=refresh_ms),
         ]
@@ -174,7 +183,6 @@ def table_rows(df: Any) -> list[dict[str, Any]]:
             "user_id": r.user_id,
             "ts": f"{r.ts:%Y-%m-%d %H:%M:%S}",
             "raised": f"{r.created_at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
-            "user": user_link(r.user_id),
             "amount": f"{r.amount:,.2f} {r.currency}",
             "amount_usd": round(float(r.amount_usd), 2),
             "risk_score": round(float(r.risk_score), 3),
@@ -325,10 +333,33 @@ EXPORT_IO = (
 )
 
 
+NAV_IO = (
+    Output("al-nav", "href"),
+    Input("al-table", "active_cell"),
+    State("al-table", "data"),
+)
+
+
+def open_user(cell: dict[str, Any] | None, data: list[dict[str, Any]] | None) -> Any:
+    """A click on a user cell opens that user's page."""
+    return clicked_user_href(cell, data) or no_update
+
+
+CSV_LIMIT = 100_000
+CSV_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def alerts_csv(df: Any) -> str:
+    """The export as CSV text, every text cell neutralised for spreadsheets (user ids,
+    merchants, notes and assignees are attacker-controllable; see :func:`csv_safe`)."""
+    return csv_safe(df).to_csv(index=False, date_format=CSV_DATE_FORMAT)
+
+
 def export(_n: int, range_label: str, *filters: Any) -> Any:
     store = ctx().store
     rng = resolve_range(store, range_label)
     if rng is None:
         return no_update
-    text = q.alerts_csv(store, build_filter(*rng, *filters))
+    df = q.latest_alerts(store, build_filter(*rng, *filters), limit=CSV_LIMIT)
+    text = alerts_csv(df)
     return {"content": text, "filename": f"alerts-{rng[1]:%Y%m%dT%H%M}.csv", "type": "text/csv"}

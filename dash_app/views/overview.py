@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import Input, Output, dash_table, dcc, html
+from dash import Input, Output, State, dash_table, dcc, html, no_update
 
 from clickhouse import queries as q
 from dash_app import figures as fig
-from dash_app.components import error_banner, info_banner, kpi, money, range_picker, user_link
+from dash_app.components import (
+    USER_CELL_STYLE,
+    clicked_user_href,
+    error_banner,
+    info_banner,
+    kpi,
+    money,
+    range_picker,
+    user_nav,
+)
 from dash_app.context import ctx, resolve_range
 
 KPI_IDS = (
@@ -51,15 +60,15 @@ def layout(**_: Any) -> html.Div:
                             dash_table.DataTable(
                                 id="ov-top",
                                 columns=[
-                                    {"name": "user", "id": "user", "presentation": "markdown"},
+                                    {"name": "user", "id": "user_id"},
                                     {"name": "flagged", "id": "flagged"},
                                     {"name": "txns", "id": "txns"},
                                     {"name": "flagged USD", "id": "flagged_usd"},
                                     {"name": "max risk", "id": "max_risk"},
                                 ],
-                                markdown_options={"link_target": "_self"},
                                 style_as_list_view=True,
                                 style_cell={"textAlign": "left", "padding": "4px"},
+                                style_data_conditional=[USER_CELL_STYLE],
                             ),
                         ],
                         className="panel",
@@ -67,6 +76,7 @@ def layout(**_: Any) -> html.Div:
                 ],
                 className="row",
             ),
+            user_nav("ov-nav"),
             dcc.Interval(id="ov-tick", interval=refresh_ms),
         ]
     )
@@ -115,7 +125,8 @@ def overview_data(range_label: str) -> dict[str, Any]:
             "map": fig.alerts_map(alerts),
             "top": [
                 {
-                    "user": user_link(r.user_id),
+                    "id": r.user_id,
+                    "user_id": r.user_id,
                     "flagged": int(r.flagged),
                     "txns": int(r.txns),
                     "flagged_usd": money(r.flagged_usd),
@@ -151,3 +162,11 @@ REFRESH_IO = (
 def refresh(_tick: int | None, range_label: str) -> list[Any]:
     d = overview_data(range_label)
     return [*d["kpis"], d["series"], d["risk"], d["rules"], d["map"], d["top"], d["banner"]]
+
+
+NAV_IO = (Output("ov-nav", "href"), Input("ov-top", "active_cell"), State("ov-top", "data"))
+
+
+def open_user(cell: dict[str, Any] | None, data: list[dict[str, Any]] | None) -> Any:
+    """A click on a top user opens that user's page."""
+    return clicked_user_href(cell, data) or no_update

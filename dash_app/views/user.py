@@ -10,6 +10,7 @@ from clickhouse import queries as q
 from dash_app import figures as fig
 from dash_app.components import error_banner, info_banner, money
 from dash_app.context import ctx
+from dash_app.encode import plotly_text, user_id_from_path
 
 ALERT_COLUMNS = [
     {"name": n, "id": i}
@@ -26,7 +27,10 @@ ALERT_COLUMNS = [
 ]
 
 
-def layout(user_id: str | None = None, **_: Any) -> html.Div:
+def layout(user_path: str | None = None, **_: Any) -> html.Div:
+    """The page of the user whose percent-encoded id ends the path (``/users/x%2Fy`` is
+    user ``x/y``); the id is only ever shown as text and passed as a bound parameter."""
+    user_id = user_id_from_path(user_path or "")
     refresh_ms = int(ctx().settings.dash_refresh_s * 1000)
     return html.Div(
         [
@@ -83,7 +87,7 @@ def user_data(user_id: str) -> dict[str, Any]:
     try:
         p = q.user_profile(store, user_id)
         if p is None:
-            blank = fig.empty(f"No transactions stored for {user_id}")
+            blank = fig.empty(f"No transactions stored for {plotly_text(user_id)}")
             return {
                 "profile": [],
                 "timeline": blank,

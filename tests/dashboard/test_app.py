@@ -95,7 +95,7 @@ def test_overview_shows_exact_kpis_and_top_users(app_store: Store) -> None:
     d = overview.overview_data("7 days")
     assert d["banner"] is None
     assert d["kpis"][1:6] == ["7", "$1,652", "42.86%", "$505", "2"]
-    assert [r["user"] for r in d["top"]] == ["[u2](/users/u2)", "[u3](/users/u3)"]
+    assert [r["user_id"] for r in d["top"]] == ["u2", "u3"]
     assert {t.name for t in d["series"].data} == {"approve", "review", "block"}
     assert {t.name for t in d["map"].data} == {"review", "block"}
 

@@ -11,6 +11,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
@@ -22,9 +23,11 @@ from werkzeug.serving import make_server
 from clickhouse import queries as q
 from clickhouse.store import Store
 from dash_app.app import create_app
+from dash_app.encode import user_href
 from dataflows.connectors.embedded import free_port
 from schemas.settings import load_settings
 from tests.conftest import T0
+from tests.dashboard import hostile
 from tests.store import known
 
 pytestmark = pytest.mark.integration
@@ -113,4 +116,31 @@ def test_user_drill_down(browser: webdriver.Chrome, app_url) -> None:
     _wait_text(browser, "h2", "User u3")
     _wait_text(browser, "#us-profile", "transactions")
     _wait_text(browser, "#us-alerts", "card_testing")
+    assert _console_errors(browser) == []
+
+
+def test_hostile_ids_are_text_and_open_their_own_page(browser: webdriver.Chrome, app_url) -> None:
+    """Ids that are markdown links or paths: shown as text, no foreign link anywhere, a
+    click and the encoded /users/ path both open that user (reviewed alerts, so the
+    queue counts above are unchanged)."""
+    url, store = app_url
+    ids = (hostile.MD_LINK, "x/y", "100%", "<script>", "o'neil")
+    hostile.load(store, ids, at=timedelta(minutes=30))
+    browser.get(url + "/")
+    _wait_text(browser, "#ov-top", hostile.MD_LINK)
+    assert browser.find_elements(By.CSS_SELECTOR, "a[href*='evil']") == []
+    cells = browser.find_elements(By.CSS_SELECTOR, "#ov-top td[data-dash-column='user_id']")
+    next(c for c in cells if c.text == hostile.MD_LINK).click()
+    _wait_text(browser, "h2", f"User {hostile.MD_LINK}")
+    assert urlsplit(browser.current_url).path == user_href(hostile.MD_LINK)
+    browser.get(url + "/alerts")  # the queue's user cells navigate the same way
+    _wait_text(browser, "#al-count", "alerts")
+    cell = browser.find_element(By.CSS_SELECTOR, "#al-table td[data-dash-column='user_id']")
+    uid = cell.text
+    cell.click()
+    _wait_text(browser, "h2", f"User {uid}")
+    for uid in ids[1:]:
+        browser.get(url + user_href(uid))
+        _wait_text(browser, "h2", f"User {uid}")
+        _wait_text(browser, "#us-alerts", "false_positive")
     assert _console_errors(browser) == []
