@@ -13,21 +13,26 @@ from typing import Any
 from schemas.fields import FieldSpec
 from schemas.scored import (
     ALERT_SPECS,
+    DEAD_LETTER_SPECS,
     REVIEW_SPECS,
     SCORED_SPECS,
     Alert,
+    DeadLetter,
     Review,
     ScoredTransaction,
+    payload_sha256,
 )
 from schemas.transaction import LABEL_SPECS, TRANSACTION_SPECS
 
 __all__ = [
     "ALERTS",
+    "DEAD_LETTERS",
     "REVIEWS",
     "TABLES",
     "TRANSACTIONS",
     "Table",
     "alert_row",
+    "dead_letter_row",
     "review_row",
     "txn_row",
 ]
@@ -52,7 +57,8 @@ class Table:
 TRANSACTIONS = Table("transactions", TRANSACTION_SPECS + LABEL_SPECS + SCORED_SPECS)
 ALERTS = Table("alerts", ALERT_SPECS)
 REVIEWS = Table("alert_reviews", REVIEW_SPECS)
-TABLES = (TRANSACTIONS, ALERTS, REVIEWS)
+DEAD_LETTERS = Table("dead_letters", DEAD_LETTER_SPECS)
+TABLES = (TRANSACTIONS, ALERTS, REVIEWS, DEAD_LETTERS)
 
 
 def _reasons(reasons: tuple[Any, ...]) -> list[tuple[str, str, float]]:
@@ -131,4 +137,20 @@ def review_row(r: Review) -> tuple[Any, ...]:
         r.note,
         r.reviewed_at,
         r.schema_version,
+    )
+
+
+def dead_letter_row(d: DeadLetter) -> tuple[Any, ...]:
+    """One ``dead_letters`` row, in :data:`DEAD_LETTERS` column order."""
+    return (
+        payload_sha256(d.value),
+        d.source_topic,
+        d.source_partition,
+        d.source_offset,
+        d.error_code,
+        d.error_message,
+        d.key,
+        d.value,
+        len(d.value or b""),
+        d.failed_at,
     )

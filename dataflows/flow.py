@@ -32,7 +32,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from dataflows.connectors.encoded import Encoded
-from dataflows.connectors.kafka import alert_message, dlq_message, kafka_sink, kafka_source
+from dataflows.connectors.kafka import alert_message, dlq_encoder, kafka_sink, kafka_source
 from dataflows.connectors.local import StoppableSource
 from dataflows.detection.learner import DelayedLearner, on_learner_events
 from dataflows.detection.merchants import MerchantLabel, MerchantShard, on_events, parse_label
@@ -192,14 +192,19 @@ def stateful_step(
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(step_id, stream, builder))
 
 
-def _emit(step_id: str, stream: Stream[Any], sink: Sink[Any] | Encoded[Any]) -> None:
-    if isinstance(sink, Encoded):
-        stream = op.map(f"{step_id}_encode", stream, sink.encode)
-        sink = sink.sink
-    op.output(step_id, stream, sink)
+def _emit(step_id: str, stream: Stream[Any], sinks: Any) -> None:
+    """Output ``stream`` to one sink or each of several (plain or :class:`Encoded`)."""
+    for i, sink in enumerate(sinks if isinstance(sinks, Sequence) else [sinks]):
+        step = step_id if i == 0 else f"{step_id}_{i}"
+        out = stream
+        if isinstance(sink, Encoded):
+            out = op.map(f"{step}_encode", stream, sink.encode)
+            sink = sink.sink
+        op.output(step, out, sink)
 
 
 RowSinks = Sink[Any] | Encoded[ScoredTransaction] | Sequence[Sink[Any] | Encoded[Any]]
+DlqSinks = Sink[Any] | Encoded[DeadLetter] | Sequence[Sink[Any] | Encoded[Any]]
 
 
 def build_flow(
@@ -207,7 +212,7 @@ def build_flow(
     source: Source[Any],
     alert_sink: Sink[Any] | Encoded[Alert],
     row_sink: RowSinks,
-    dlq_sink: Sink[Any] | Encoded[DeadLetter],
+    dlq_sink: DlqSinks,
     *,
     clock: Callable[[], datetime] = utc_now,
     flow_id: str = "fraud",
@@ -241,9 +246,7 @@ def build_flow(
     scored: Stream[ScoredTransaction] = ok.trues
     if labels is not None:
         scored = _feedback_steps(flow, s, scored, labels, clock, dlq_sink)
-    sinks = row_sink if isinstance(row_sink, Sequence) else [row_sink]
-    for i, sink in enumerate(sinks):
-        _emit("rows" if i == 0 else f"rows_{i}", scored, sink)
+    _emit("rows", scored, row_sink)
     alerts = op.filter_map("alerts", scored, lambda x: Alert.from_scored(x) if x.flagged else None)
     _emit("alerts_out", alerts, alert_sink)
     return flow
@@ -255,7 +258,7 @@ def _feedback_steps(
     scored: Stream[ScoredTransaction],
     labels: Source[Any],
     clock: Callable[[], datetime],
-    dlq_sink: Sink[Any] | Encoded[DeadLetter],
+    dlq_sink: DlqSinks,
 ) -> Stream[ScoredTransaction]:
     """Merge confirmed-fraud labels with scored transactions by merchant and rescore;
     then, unless ``learner_weight`` is 0, the supervised learner over the whole stream."""
@@ -297,12 +300,14 @@ def kafka_flow(
     tail: bool | None = None,
     clock: Callable[[], datetime] = utc_now,
     stop: Any = None,
+    dlq_store: Sink[Any] | Encoded[DeadLetter] | None = None,
 ) -> Dataflow:
     """The production flow: ``transactions`` → score → ``fraud-alerts`` / DLQ / rows.
 
     Reads every partition from the recovered position (or the beginning); a consumer
     error on a message becomes a dead letter, not a crash.  With ``stop`` (a
     ``threading.Event``) the inputs end once it is set: the flow flushes and returns.
+    ``dlq_store`` also keeps every dead letter whole (ClickHouse ``dead_letters``).
     """
     tail = s.kafka_tail if tail is None else tail
     source = kafka_source(s, s.topic_transactions, tail)
@@ -315,7 +320,8 @@ def kafka_flow(
         source,
         Encoded(kafka_sink(s, s.topic_alerts), alert_message),
         row_sink,
-        Encoded(kafka_sink(s, s.topic_dlq), dlq_message),
+        [Encoded(kafka_sink(s, s.topic_dlq), dlq_encoder(s))]
+        + ([dlq_store] if dlq_store is not None else []),
         clock=clock,
         flow_id="fraud_kafka",
         labels=labels,

@@ -20,7 +20,7 @@ from pathlib import Path
 from bytewax.dataflow import Dataflow
 
 from clickhouse.store import Store, migrate
-from dataflows.connectors.chsink import clickhouse_sink
+from dataflows.connectors.chsink import clickhouse_sink, dead_letter_sink
 from dataflows.flow import kafka_flow
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
@@ -79,4 +79,4 @@ def get_flow() -> Dataflow:
     if s.recovery_dir is not None:
         log.info("recovery on: %s (state snapshots included)", s.recovery_dir)
     migrate(Store.from_settings(s), s.clickhouse_ttl_days)
-    return kafka_flow(s, clickhouse_sink(s))
+    return kafka_flow(s, clickhouse_sink(s), dlq_store=dead_letter_sink(s))

@@ -27,6 +27,7 @@ from schemas.vocab import DECISIONS, VERDICTS
 __all__ = [
     "ALERT_SPECS",
     "ALERT_VERSION",
+    "DEAD_LETTER_SPECS",
     "DECISIONS",
     "REVIEW_SPECS",
     "REVIEW_VERSION",
@@ -42,6 +43,8 @@ __all__ = [
     "decode_review",
     "encode_alert",
     "encode_review",
+    "label_json",
+    "payload_sha256",
 ]
 
 ALERT_VERSION = 1
@@ -347,6 +350,33 @@ class DeadLetter:
         now: datetime,
     ) -> DeadLetter:
         return cls(key, value, err.code, err.message, topic, partition, offset, now)
+
+
+DEAD_LETTER_SPECS: tuple[FieldSpec, ...] = (
+    FieldSpec("payload_sha256", "str", "String", "SHA-256 of the original value (hex)."),
+    FieldSpec("source_topic", "str", "LowCardinality(String)", "Topic it was read from."),
+    FieldSpec("source_partition", "int", "Int32", "Partition (-1 if not from Kafka)."),
+    FieldSpec("source_offset", "int", "Int64", "Offset (-1 if not from Kafka)."),
+    FieldSpec("error_code", "str", "LowCardinality(String)", "Reason code (schemas.vocab)."),
+    FieldSpec("error_message", "str", "String", "What was wrong, for a person."),
+    FieldSpec("key", "str", "Nullable(String)", "Original key bytes.", False),
+    FieldSpec("value", "str", "Nullable(String)", "Original value bytes, whole.", False),
+    FieldSpec("value_size", "int", "UInt64", "Length of the original value in bytes."),
+    FieldSpec("failed_at", "ts", "DateTime64(3, 'UTC')", "When it was refused."),
+)
+"""The ``dead_letters`` table: every refused message with its whole payload, so one too
+large for a Kafka record is kept intact (the DLQ record then points here)."""
+
+
+def payload_sha256(value: bytes | None) -> str:
+    """Hex SHA-256 of a dead letter's value: the pointer from a truncated DLQ record.
+
+    >>> payload_sha256(b"abc")[:16]
+    'ba7816bf8f01cfea'
+    """
+    import hashlib
+
+    return hashlib.sha256(value or b"").hexdigest()
 
 
 def label_json(merchant_id: str, txn_ts: datetime, txn_id: str) -> bytes:

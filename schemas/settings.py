@@ -165,6 +165,20 @@ class Settings(BaseSettings):
         True, description="Keep waiting for new input; false stops at the end of the topic."
     )
     kafka_linger_ms: int = Field(5, ge=0, le=10_000, description="Producer batching delay.")
+    kafka_max_message_bytes: int = Field(
+        1_000_000,
+        ge=131_072,
+        le=104_857_600,
+        description="Largest record the producers write and the topics accept "
+        "(producer message.max.bytes and topic max.message.bytes, set together).",
+    )
+    dlq_copy_bytes: int = Field(
+        65_536,
+        ge=1024,
+        le=1_048_576,
+        description="A dead letter larger than a Kafka record carries this many bytes of "
+        "the original; the whole payload is kept in ClickHouse dead_letters.",
+    )
 
     # --- ClickHouse ----------------------------------------------------------------
     clickhouse_url: str = Field(

@@ -55,7 +55,12 @@ def _run_kafka(s: Settings, store: bool) -> int:
     sinks: list[Any] = [CallbackSink(on_rows)]
     if store:
         sinks.append(_store_sink(s))
-    cli_main(kafka_flow(s, sinks, stop=stop), epoch_interval=None)
+    dlq_store = None
+    if store:
+        from dataflows.connectors.chsink import dead_letter_sink
+
+        dlq_store = dead_letter_sink(s)
+    cli_main(kafka_flow(s, sinks, stop=stop, dlq_store=dlq_store), epoch_interval=None)
     prog.done(f"flagged {flagged[0]:,}")
     return 0
 

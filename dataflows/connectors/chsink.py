@@ -30,16 +30,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 
 from clickhouse.store import Store, describe_url, is_transient
-from clickhouse.tables import ALERTS, TRANSACTIONS, Table, alert_row, txn_row
+from clickhouse.tables import (
+    ALERTS,
+    DEAD_LETTERS,
+    TRANSACTIONS,
+    Table,
+    alert_row,
+    dead_letter_row,
+    txn_row,
+)
 from dataflows.connectors.encoded import Encoded
 from schemas.errors import StoreError
-from schemas.scored import Alert, ScoredTransaction
+from schemas.scored import Alert, DeadLetter, ScoredTransaction
 from schemas.settings import Settings
 
-__all__ = ["Batch", "ClickHouseSink", "RetryPolicy", "clickhouse_sink", "insert_with_retry"]
+__all__ = [
+    "Batch",
+    "ClickHouseSink",
+    "DeadLetterSink",
+    "RetryPolicy",
+    "clickhouse_sink",
+    "dead_letter_sink",
+    "insert_with_retry",
+]
 
 log = logging.getLogger(__name__)
 
@@ -295,3 +316,33 @@ def clickhouse_sink(s: Settings, policy: RetryPolicy | None = None) -> Encoded[S
         policy=policy,
     )
     return Encoded(sink, _keyed)
+
+
+class _DeadLetterPartition(StatelessSinkPartition[DeadLetter]):
+    def __init__(self, store: Store, policy: RetryPolicy) -> None:
+        self.store, self.policy = store, policy
+
+    def write_batch(self, items: list[DeadLetter]) -> None:
+        insert_with_retry(
+            self.store, DEAD_LETTERS, [dead_letter_row(d) for d in items], self.policy
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class DeadLetterSink(DynamicSink[DeadLetter]):
+    """Every dead letter, whole, into ``dead_letters``: the durable copy of a payload too
+    large for the DLQ topic, and a queryable dead-letter log.  Dead letters are rare, so
+    each batch is inserted as it comes (no buffering to lose), retried like the rows."""
+
+    def __init__(self, url: str, database: str, policy: RetryPolicy | None = None) -> None:
+        self.url, self.database, self.policy = url, database, policy or RetryPolicy()
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        return _DeadLetterPartition(Store(self.url, self.database), self.policy)
+
+
+def dead_letter_sink(s: Settings, policy: RetryPolicy | None = None) -> DeadLetterSink:
+    """The ``dlq_store`` of :func:`dataflows.flow.kafka_flow`, configured from settings."""
+    return DeadLetterSink(s.clickhouse_url, s.clickhouse_database, policy)

@@ -10,6 +10,7 @@ identical on every replay, so consumers de-duplicate on it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,7 +20,15 @@ from confluent_kafka import OFFSET_BEGINNING, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.errors import FraudError
-from schemas.scored import ALERT_VERSION, Alert, DeadLetter, Review, encode_alert, encode_review
+from schemas.scored import (
+    ALERT_VERSION,
+    Alert,
+    DeadLetter,
+    Review,
+    encode_alert,
+    encode_review,
+    payload_sha256,
+)
 from schemas.settings import Settings
 from schemas.units import format_ts
 from schemas.vocab import ALERT_HEADERS
@@ -29,6 +38,7 @@ __all__ = [
     "broker_list",
     "consumer_config",
     "create_topics",
+    "dlq_encoder",
     "dlq_message",
     "feedback_publisher",
     "kafka_sink",
@@ -55,6 +65,7 @@ def producer_config(s: Settings) -> dict[str, Any]:
         "linger.ms": s.kafka_linger_ms,
         "batch.num.messages": 10_000,
         "compression.type": "lz4",
+        "message.max.bytes": s.kafka_max_message_bytes,
     }
 
 
@@ -106,7 +117,12 @@ def create_topics(s: Settings, timeout_s: float = 15.0) -> dict[str, str]:
     names = [s.topic_transactions, s.topic_alerts, s.topic_dlq, s.topic_feedback]
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     todo = [
-        NewTopic(t, num_partitions=s.partitions, replication_factor=-1)
+        NewTopic(
+            t,
+            num_partitions=s.partitions,
+            replication_factor=-1,
+            config={"max.message.bytes": str(s.kafka_max_message_bytes)},
+        )
         for t in names
         if t not in existing
     ]
@@ -133,19 +149,45 @@ def alert_message(a: Alert) -> KafkaSinkMessage[bytes, bytes]:
     )
 
 
-def dlq_message(d: DeadLetter) -> KafkaSinkMessage[bytes | None, bytes | None]:
-    """The original key and value untouched; the reason and origin in headers."""
-    return KafkaSinkMessage(
-        key=d.key,
-        value=d.value,
-        headers=[
-            ("error-code", d.error_code.encode()),
-            ("error-message", d.error_message.encode()),
-            ("source-topic", d.source_topic.encode()),
-            ("source-partition", str(d.source_partition).encode()),
-            ("source-offset", str(d.source_offset).encode()),
-            ("failed-at", format_ts(d.failed_at).encode()),
-        ],
+HEADER_ALLOWANCE = 4096
+"""Bytes kept free in a DLQ record for headers and framing."""
+
+
+def dlq_message(
+    d: DeadLetter, max_bytes: int = 1_000_000, copy_bytes: int = 65_536
+) -> KafkaSinkMessage[bytes | None, bytes | None]:
+    """The original key and value untouched; the reason and origin in headers.
+
+    A message too large for a record of ``max_bytes`` (the producer and topic limit)
+    would make the producer refuse it and stop the flow; it carries the first
+    ``copy_bytes`` of its value (and key) instead, with ``truncated: true``, its
+    ``original-size`` and ``payload-sha256``, the key of its whole copy in the ClickHouse
+    ``dead_letters`` table.
+    """
+    key, value = d.key, d.value
+    headers = [
+        ("error-code", d.error_code.encode()),
+        ("error-message", d.error_message.encode("utf-8", "backslashreplace")[:2048]),
+        ("source-topic", d.source_topic.encode("utf-8", "backslashreplace")),
+        ("source-partition", str(d.source_partition).encode()),
+        ("source-offset", str(d.source_offset).encode()),
+        ("failed-at", format_ts(d.failed_at).encode()),
+    ]
+    if len(key or b"") + len(value or b"") + HEADER_ALLOWANCE > max_bytes:
+        headers += [
+            ("truncated", b"true"),
+            ("original-size", str(len(value or b"")).encode()),
+            ("payload-sha256", payload_sha256(value).encode()),
+        ]
+        key = None if key is None else key[:copy_bytes]
+        value = None if value is None else value[:copy_bytes]
+    return KafkaSinkMessage(key=key, value=value, headers=headers)
+
+
+def dlq_encoder(s: Settings) -> Callable[[DeadLetter], KafkaSinkMessage[Any, Any]]:
+    """:func:`dlq_message` bound to the configured record limit."""
+    return functools.partial(
+        dlq_message, max_bytes=s.kafka_max_message_bytes, copy_bytes=s.dlq_copy_bytes
     )
 
 

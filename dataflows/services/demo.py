@@ -125,7 +125,7 @@ def run_demo(
     from bytewax.run import cli_main
 
     from dash_app.app import create_app
-    from dataflows.connectors.chsink import clickhouse_sink
+    from dataflows.connectors.chsink import clickhouse_sink, dead_letter_sink
     from dataflows.connectors.embedded import EmbeddedBroker
     from dataflows.connectors.kafka import create_topics, feedback_publisher
     from dataflows.connectors.local import CallbackSink, stop_on_signals
@@ -189,7 +189,12 @@ def run_demo(
 
         try:
             cli_main(
-                kafka_flow(s, [clickhouse_sink(s), CallbackSink(count)], stop=stop),
+                kafka_flow(
+                    s,
+                    [clickhouse_sink(s), CallbackSink(count)],
+                    stop=stop,
+                    dlq_store=dead_letter_sink(s),
+                ),
                 epoch_interval=timedelta(seconds=2),
             )
         except BaseException as e:  # Ctrl-C arrives wrapped in bytewax's runtime error
