@@ -134,11 +134,20 @@ def _geo(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def located(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a location: card-not-present traffic may have none (null lat/lon), and a
+    map must skip it, not draw it at (0, 0) or break a travel line there."""
+    if df.empty or "lat" not in df:
+        return df
+    return df[df.lat.notna() & df.lon.notna()]
+
+
 def alerts_map(df: pd.DataFrame) -> go.Figure:
     """Where recent alerts happened, coloured by decision, hover shows user and reasons."""
     title = "Recent alerts"
+    df = located(df)
     if df.empty:
-        return empty("No alerts in this range", title)
+        return empty("No located alerts in this range", title)
     fig = go.Figure(layout={**_LAYOUT, "title": title})
     for d in ("review", "block"):
         part = df[df.decision == d]
@@ -195,6 +204,7 @@ def user_timeline(df: pd.DataFrame) -> go.Figure:
 def user_map(df: pd.DataFrame) -> go.Figure:
     """A user's locations with travel lines between consecutive transactions."""
     title = "Locations and travel"
+    df = located(df)
     if df.empty:
         return empty("No locations for this user", title)
     fig = go.Figure(layout={**_LAYOUT, "title": title})

@@ -36,7 +36,6 @@ import orjson
 
 from generators.population import MERCHANTS_PER_TOWN, ONLINE_MERCHANTS, Population
 from schemas.currency import USD_PER_UNIT
-from schemas.transaction import TRANSACTION_VERSION
 from schemas.units import haversine_km, iso_ms
 
 __all__ = ["PATTERNS", "Chunk", "GeneratorConfig", "generate_chunks", "iter_json"]
@@ -471,7 +470,7 @@ def iter_json(chunk: Chunk, with_label: bool = True) -> Iterator[tuple[bytes, by
             "channel": str(c.channel[i]),
             "device_id": c.device[i],
             "ip": c.ip[i],
-            "schema_version": TRANSACTION_VERSION,
+            "schema_version": 1,  # every generated event has a location: v1 holds
         }
         if with_label:
             d["label"] = {"is_fraud": bool(c.is_fraud[i]), "pattern": c.pattern[i]}

@@ -12,16 +12,28 @@ from pathlib import Path
 from typing import Any
 
 from schemas.fields import json_schema_for
-from schemas.scored import ALERT_SPECS, ALERT_VERSION, REVIEW_SPECS, REVIEW_VERSION
-from schemas.transaction import LABEL_SPECS, TRANSACTION_SPECS, TRANSACTION_VERSION
+from schemas.scored import (
+    ALERT_SPECS,
+    ALERT_V1_SPECS,
+    ALERT_VERSION,
+    REVIEW_SPECS,
+    REVIEW_VERSION,
+)
+from schemas.transaction import (
+    LABEL_SPECS,
+    TRANSACTION_SPECS,
+    TRANSACTION_V1_SPECS,
+    TRANSACTION_VERSION,
+)
 
 __all__ = ["SCHEMA_DIR", "all_schemas", "write_schemas"]
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 
 
-def _transaction() -> dict[str, Any]:
-    doc = json_schema_for("Transaction", TRANSACTION_VERSION, TRANSACTION_SPECS)
+def _transaction(version: int = TRANSACTION_VERSION) -> dict[str, Any]:
+    specs = TRANSACTION_SPECS if version == TRANSACTION_VERSION else TRANSACTION_V1_SPECS
+    doc = json_schema_for("Transaction", version, specs)
     label = json_schema_for("Label", 1, LABEL_SPECS)
     doc["properties"]["label"] = {
         "anyOf": [
@@ -36,7 +48,9 @@ def _transaction() -> dict[str, Any]:
 def all_schemas() -> dict[str, dict[str, Any]]:
     """File name → schema document, for every public contract."""
     return {
+        "transaction-v1.json": _transaction(1),
         f"transaction-v{TRANSACTION_VERSION}.json": _transaction(),
+        "alert-v1.json": json_schema_for("Alert", 1, ALERT_V1_SPECS),
         f"alert-v{ALERT_VERSION}.json": json_schema_for("Alert", ALERT_VERSION, ALERT_SPECS),
         f"review-v{REVIEW_VERSION}.json": json_schema_for("Review", REVIEW_VERSION, REVIEW_SPECS),
     }

@@ -1,7 +1,7 @@
 """Outputs of scoring: ScoredTransaction (every event), Alert v1 (public), Review, DeadLetter.
 
 Alert v1 is the contract for downstream services on topic ``fraud-alerts``; its JSON
-Schema is generated from :data:`ALERT_SPECS` into ``schemas/json/alert-v1.json`` and a
+Schema is generated from :data:`ALERT_SPECS` into ``schemas/json/alert-v2.json`` and a
 test fails if the model changes without a version bump.
 """
 
@@ -26,6 +26,7 @@ from schemas.vocab import DECISIONS, VERDICTS
 
 __all__ = [
     "ALERT_SPECS",
+    "ALERT_V1_SPECS",
     "ALERT_VERSION",
     "DEAD_LETTER_SPECS",
     "DECISIONS",
@@ -47,7 +48,9 @@ __all__ = [
     "payload_sha256",
 ]
 
-ALERT_VERSION = 1
+ALERT_VERSION = 2
+"""Alert v2: ``lat``/``lon`` may be null (a transaction without a location).  Otherwise
+as v1, whose schema stays published in ``schemas/json/alert-v1.json``."""
 REVIEW_VERSION = 1
 _ALERT_NS = uuid.UUID("6f1c1b8e-5d4a-4c1e-9a51-2f3b9f0e7a11")
 """Namespace of alert ids: uuid5(namespace, txn_id) is stable across replays."""
@@ -136,8 +139,24 @@ ALERT_SPECS: tuple[FieldSpec, ...] = (
     FieldSpec("currency", "currency", "LowCardinality(String)", "ISO 4217 code."),
     FieldSpec("country", "country", "LowCardinality(String)", "ISO 3166-1 alpha-2 code."),
     FieldSpec("channel", "enum", "LowCardinality(String)", "Channel.", choices=CHANNELS),
-    FieldSpec("lat", "lat", "Float64", "Latitude.", minimum=-90, maximum=90),
-    FieldSpec("lon", "lon", "Float64", "Longitude.", minimum=-180, maximum=180),
+    FieldSpec(
+        "lat",
+        "lat",
+        "Nullable(Float64)",
+        "Latitude; null if unknown.",
+        False,
+        minimum=-90,
+        maximum=90,
+    ),
+    FieldSpec(
+        "lon",
+        "lon",
+        "Nullable(Float64)",
+        "Longitude; null if unknown.",
+        False,
+        minimum=-180,
+        maximum=180,
+    ),
     FieldSpec("risk_score", "float", "Float64", "Combined risk in [0, 1].", minimum=0, maximum=1),
     FieldSpec(
         "decision",
@@ -168,6 +187,18 @@ ALERT_SPECS: tuple[FieldSpec, ...] = (
     ),
 )
 
+ALERT_V1_SPECS: tuple[FieldSpec, ...] = tuple(
+    FieldSpec(
+        s.name, s.kind, "Float64", s.doc.split(";")[0] + ".", minimum=s.minimum, maximum=s.maximum
+    )
+    if s.name in ("lat", "lon")
+    else FieldSpec(s.name, s.kind, s.ch_type, s.doc, extra_json={"const": 1})
+    if s.name == "schema_version"
+    else s
+    for s in ALERT_SPECS
+)
+"""Alert v1 as published (location required): its schema file stays for consumers."""
+
 
 @dataclass(frozen=True, slots=True)
 class Alert:
@@ -183,8 +214,8 @@ class Alert:
     currency: str
     country: str
     channel: str
-    lat: float
-    lon: float
+    lat: float | None
+    lon: float | None
     risk_score: float
     decision: str
     reasons: tuple[Reason, ...]
@@ -254,7 +285,7 @@ def encode_alert(alert: Alert) -> bytes:
 def decode_alert(raw: bytes) -> Alert:
     """Parse Alert v1 JSON (for consumers and tests); raises ValueError on a bad message."""
     d = orjson.loads(raw)
-    if d.get("schema_version") != ALERT_VERSION:
+    if d.get("schema_version") not in (1, ALERT_VERSION):
         raise ValueError(f"unsupported alert schema_version {d.get('schema_version')!r}")
     reasons = tuple(Reason(r["code"], r["detail"], float(r["contribution"])) for r in d["reasons"])
     return Alert(

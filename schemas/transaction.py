@@ -25,6 +25,7 @@ __all__ = [
     "LABEL_SPECS",
     "MAX_MESSAGE_BYTES",
     "TRANSACTION_SPECS",
+    "TRANSACTION_V1_SPECS",
     "TRANSACTION_VERSION",
     "DecodeError",
     "Label",
@@ -35,7 +36,10 @@ __all__ = [
     "format_ts",
 ]
 
-TRANSACTION_VERSION = 1
+TRANSACTION_VERSION = 2
+"""The latest input contract: v2 makes ``lat``/``lon`` optional (card-not-present traffic
+often has no location).  v1 events (location required) are still accepted as v1."""
+ACCEPTED_VERSIONS = (1, 2)
 CHANNELS = ("pos", "ecom", "atm")
 MAX_AMOUNT = 1e9
 """Larger amounts are data errors, not purchases."""
@@ -61,9 +65,23 @@ TRANSACTION_SPECS: tuple[FieldSpec, ...] = (
         extra_json={"exclusiveMinimum": 0, "maximum": MAX_AMOUNT},
     ),
     FieldSpec("currency", "currency", "LowCardinality(String)", "ISO 4217 code."),
-    FieldSpec("lat", "lat", "Float64", "Latitude of the point of sale.", minimum=-90, maximum=90),
     FieldSpec(
-        "lon", "lon", "Float64", "Longitude of the point of sale.", minimum=-180, maximum=180
+        "lat",
+        "lat",
+        "Nullable(Float64)",
+        "Latitude of the point of sale; absent or null when unknown (with lon).",
+        False,
+        minimum=-90,
+        maximum=90,
+    ),
+    FieldSpec(
+        "lon",
+        "lon",
+        "Nullable(Float64)",
+        "Longitude of the point of sale; absent or null when unknown (with lat).",
+        False,
+        minimum=-180,
+        maximum=180,
     ),
     FieldSpec("country", "country", "LowCardinality(String)", "ISO 3166-1 alpha-2 code."),
     FieldSpec("channel", "enum", "LowCardinality(String)", "Channel.", choices=CHANNELS),
@@ -73,10 +91,30 @@ TRANSACTION_SPECS: tuple[FieldSpec, ...] = (
         "schema_version",
         "int",
         "UInt8",
-        "Contract version; must be 1.",
-        extra_json={"const": TRANSACTION_VERSION},
+        "Contract version: 2 (1 is still accepted, with lat/lon required).",
+        extra_json={"enum": list(ACCEPTED_VERSIONS)},
     ),
 )
+
+TRANSACTION_V1_SPECS: tuple[FieldSpec, ...] = tuple(
+    FieldSpec(
+        s.name,
+        s.kind,
+        "Float64",
+        s.doc.split(";")[0] + ".",
+        True,
+        minimum=s.minimum,
+        maximum=s.maximum,
+    )
+    if s.name in ("lat", "lon")
+    else FieldSpec(
+        s.name, s.kind, s.ch_type, "Contract version; must be 1.", extra_json={"const": 1}
+    )
+    if s.name == "schema_version"
+    else s
+    for s in TRANSACTION_SPECS
+)
+"""Transaction v1 as published (location required), for its schema file and decoder."""
 
 LABEL_SPECS: tuple[FieldSpec, ...] = (
     FieldSpec("is_fraud", "bool", "Nullable(UInt8)", "Ground truth, generator only.", False),
@@ -97,13 +135,13 @@ class Transaction:
     merchant_category: str
     amount: float
     currency: str
-    lat: float
-    lon: float
+    lat: float | None
+    lon: float | None
     country: str
     channel: str
     device_id: str | None = None
     ip: str | None = None
-    schema_version: int = TRANSACTION_VERSION
+    schema_version: int = 1
 
 
 @compact_pickle
@@ -247,6 +285,10 @@ def _fast(spec: FieldSpec) -> Callable[[Any], Any] | None:
 
 
 _PLAN = tuple((spec.name, spec, _fast(spec)) for spec in _TXN_FIELDS)
+_PLAN_V1 = tuple(
+    (spec.name, spec, _fast(spec)) for spec in TRANSACTION_V1_SPECS if spec.name != "schema_version"
+)
+_LAT = [spec.name for spec in _TXN_FIELDS].index("lat")
 
 
 def decode_event(
@@ -270,15 +312,18 @@ def decode_event(
         return _refused(raw, max_bytes)
     try:
         w = _WIRE_DECODER.decode(raw)
-    except (msgspec.MsgspecError, UnicodeError):
+    except (msgspec.MsgspecError, UnicodeError, RecursionError):
         # msgspec raises UnicodeDecodeError (not a MsgspecError) on invalid UTF-8 inside
-        # a string, and UnicodeEncodeError on a ``str`` with lone surrogates; the
-        # field-by-field path names the reason for all of them.
+        # a string, UnicodeEncodeError on a ``str`` with lone surrogates, and
+        # RecursionError on very deep nesting in an unknown property (found by
+        # ``make fuzz``); the field-by-field path names the reason for all of them.
         return _decode_fields(raw)
     ts = _ts_fast(w.ts)
     if (
         ts is None
-        or w.schema_version != TRANSACTION_VERSION
+        or w.schema_version not in ACCEPTED_VERSIONS
+        or (w.lat is None) != (w.lon is None)
+        or (w.lat is None and w.schema_version == 1)
         or w.currency not in ISO_4217
         or not _country_ok(w.country)
         or (w.ip is not None and not _ip_ok(w.ip))
@@ -299,6 +344,7 @@ def decode_event(
         w.channel,
         w.device_id,
         w.ip,
+        w.schema_version,
     )
     lab = w.label
     return txn, None if lab is None else Label(lab.is_fraud, lab.pattern)
@@ -329,15 +375,15 @@ def _decode_fields(raw: bytes | str) -> tuple[Transaction, Label | None] | Decod
     if type(d) is not dict:
         return DecodeError("not_an_object", f"expected a JSON object, got {type(d).__name__}")
     version = d.get("schema_version")
-    if version != TRANSACTION_VERSION or type(version) is not int:
+    if version not in ACCEPTED_VERSIONS or type(version) is not int:
         return DecodeError(
             "unknown_schema_version",
-            f"schema_version={version!r} is not supported (expected {TRANSACTION_VERSION})",
+            f"schema_version={version!r} is not supported (expected one of {ACCEPTED_VERSIONS})",
             "schema_version",
         )
     try:
         values = []
-        for name, spec, fast in _PLAN:
+        for name, spec, fast in _PLAN_V1 if version == 1 else _PLAN:
             v = d.get(name, _BAD)
             if v is _BAD:
                 if spec.required:
@@ -346,7 +392,9 @@ def _decode_fields(raw: bytes | str) -> tuple[Transaction, Label | None] | Decod
                 continue
             ok = _BAD if fast is None else fast(v)
             values.append(_check(spec, v) if ok is _BAD else ok)
-        txn = Transaction(*values)
+        if (values[_LAT] is None) != (values[_LAT + 1] is None):
+            raise _Invalid("invalid_value", "lat and lon are given together or not at all", "lat")
+        txn = Transaction(*values, version)
         label = _decode_label(d.get("label"))
     except _Invalid as e:
         return e.err

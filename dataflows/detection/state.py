@@ -298,10 +298,20 @@ def observe(
     table = USD_PER_UNIT if fx is None else fx
     usd = to_usd(txn.amount, txn.currency, table)
     fx_known = txn.currency in table
+    t_lat, t_lon = txn.lat, txn.lon
+    located = t_lat is not None and t_lon is not None
+    # Geography needs a location: without one (card-not-present traffic often has none)
+    # no distance or speed is invented, the last known place is kept for the next
+    # card-present event, and the local hour is read at the last known longitude.
     card_present = txn.channel != "ecom"
+    geo = card_present and located
     late = ts_ms < state.last_ts - lateness_ms
     log_usd = math.log1p(usd)
-    hour = local_hour(int(ts_ms), txn.lon)
+    if located:
+        hour = local_hour(int(ts_ms), t_lon)  # type: ignore[arg-type]
+    else:
+        known = state.previous_location(ts_ms)
+        hour = local_hour(int(ts_ms), known[2] if known is not None else 0.0)
 
     history = state.n
     z = state.amount_z(log_usd)
@@ -310,16 +320,16 @@ def observe(
     new_device = txn.device_id is not None and history > 0 and txn.device_id not in state.devices
 
     km = dt_s = speed = 0.0
-    if card_present:
+    if geo:
         prev = state.previous_location(ts_ms)
         if prev is not None:
             p_ts, p_lat, p_lon = prev
-            km = haversine_km(p_lat, p_lon, txn.lat, txn.lon)
+            km = haversine_km(p_lat, p_lon, t_lat, t_lon)  # type: ignore[arg-type]
             dt_s = (ts_ms - p_ts) / 1000.0
             speed = km / max(dt_s, 1.0) * 3600.0
 
     if not late:
-        lat, lon = (txn.lat, txn.lon) if card_present else (_NAN, _NAN)
+        lat, lon = (t_lat, t_lon) if geo else (_NAN, _NAN)
         state.insert(ts_ms, usd, lat, lon, DAY_MS + lateness_ms)
         state.learn_profile(log_usd, hour, txn.country, txn.device_id)
         if ts_ms > state.last_ts:

@@ -128,3 +128,36 @@ def test_a_model_failure_dead_letters_its_batch_and_restores_the_users(
     assert len(rows) + len(dlq) == len(_events())
     assert dlq and all(d.error_code == "internal_error" for d in dlq)
     assert all("injected model failure" in d.error_message for d in dlq)
+
+
+def test_a_transaction_without_location_is_scored_and_keeps_the_last_place(
+    settings: Settings,
+) -> None:
+    """Transaction v2: lat/lon absent or null is scored (no geography invented); the last
+    known place stays for the next card-present event; v1 still requires a location."""
+    import orjson
+
+    from tests.conftest import txn_dict
+
+    def ev(n: int, **over: Any) -> bytes:
+        d = txn_dict(n, user_id="nomad", **over)
+        return orjson.dumps({k: v for k, v in d.items() if v != "DROP"})
+
+    events = [
+        ev(0, txn_id="home", lat=48.85, lon=2.35),
+        ev(60, txn_id="web", channel="ecom", lat="DROP", lon="DROP", schema_version=2),
+        ev(120, txn_id="null-pos", channel="pos", lat=None, lon=None, schema_version=2),
+        ev(180, txn_id="far", lat=40.71, lon=-74.0),
+        ev(240, txn_id="v1-no-place", channel="ecom", lat="DROP", lon="DROP"),
+    ]
+    rows, dlq = _run(settings, events)
+    by_id = {r.txn.txn_id: r for r in rows}
+    assert set(by_id) == {"home", "web", "null-pos", "far"}
+    assert by_id["web"].txn.lat is None and by_id["web"].features["km_prev"] == 0.0
+    assert by_id["null-pos"].features["speed_kmh"] == 0.0
+    # The hop home -> far is measured from home, the last place actually seen.
+    assert by_id["far"].features["km_prev"] > 5000
+    assert "impossible_travel" in {r.code for r in by_id["far"].reasons}
+    assert [(d.error_code, d.error_message) for d in dlq] == [
+        ("missing_field", "required field 'lat' is missing")
+    ]

@@ -26,6 +26,7 @@ NOW = datetime(2026, 1, 5, tzinfo=UTC)
 @given(messages)
 @example(b'{"user_id":"u\xff1"}')
 @example(b"\xff\xfe")
+@example(b'{"schema_version":1,"extra":' + b"[" * 7000 + b"]" * 7000 + b"}")
 def test_decoders_never_raise_and_agree(raw: bytes) -> None:
     fast = decode_event(raw)
     ref = decode_event_checked(raw)
