@@ -1,4 +1,4 @@
-# One image for the dataflow, the generator and the tools (and the dashboard later).
+# One image for the dataflow, the generator, the tools and the dashboard (gunicorn).
 FROM python:3.11-slim-bookworm
 ENV PYTHONUNBUFFERED=1 UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=/opt/venv \
     PATH=/opt/venv/bin:$PATH

@@ -8,6 +8,7 @@ from typing import Any
 
 from dataflows.cli.common import (
     add_common,
+    kafka_settings,
     settings_of,
 )
 from schemas.settings import Settings
@@ -29,7 +30,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_topics(args: argparse.Namespace) -> int:
     from dataflows.connectors.kafka import create_topics
 
-    s = settings_of(args)
+    s = kafka_settings(args)
     for topic, state in create_topics(s).items():
         print(
             f"{topic}: {state} ({s.partitions} partitions)"

@@ -8,6 +8,9 @@ allowed, with exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import socket
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -21,8 +24,12 @@ __all__ = [
     "fraction",
     "gen_config",
     "iso_date",
+    "kafka_settings",
+    "log_to_stderr",
     "nonneg_float",
+    "port_number",
     "positive_int",
+    "require_free_port",
     "settings_of",
     "timestamp",
 ]
@@ -52,6 +59,14 @@ def nonneg_float(name: str) -> Callable[[str], float]:
         return x
 
     return parse
+
+
+def port_number(v: str) -> int:
+    """A TCP port, 1..65535 (refused by the parser, before anything starts)."""
+    n = positive_int("port")(v)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"--port must be in 1..65535, got {n}")
+    return n
 
 
 def fraction(v: str) -> float:
@@ -87,6 +102,44 @@ def settings_of(args: argparse.Namespace) -> Settings:
             raise ConfigError(f"--set {k}: unknown setting; see `fraud settings`")
         overrides[k] = v
     return load_settings(**overrides)
+
+
+def kafka_settings(args: argparse.Namespace) -> Settings:
+    """Settings of a command that needs a broker, refused naming ``brokers
+    (FRAUD_BROKERS)`` before any other work when it is empty."""
+    from dataflows.connectors.kafka import broker_list
+
+    s = settings_of(args)
+    broker_list(s)
+    return s
+
+
+def require_free_port(host: str, port: int, field: str) -> None:
+    """Refuse a port something else listens on before starting anything: a server thread
+    that cannot bind only logs it, and the URL printed would serve another program."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # as werkzeug and gunicorn do, so a port in TIME_WAIT is not "in use"
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as e:
+        what = (
+            "is already in use"
+            if e.errno == errno.EADDRINUSE
+            else f"cannot be served ({e.strerror or e})"
+        )
+        raise ConfigError(
+            f"{field}: {host}:{port} {what}; stop what listens there or choose another port"
+        ) from None
+
+
+def log_to_stderr() -> None:
+    """INFO and up on stderr, so a command's own operational lines (broker lost/back)
+    are seen; librdkafka's lines arrive through it too, rate-limited."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def gen_config(args: argparse.Namespace) -> Any:

@@ -14,6 +14,8 @@ from dataflows.cli.common import (
     add_common,
     add_generator,
     gen_config,
+    kafka_settings,
+    log_to_stderr,
     settings_of,
 )
 from schemas.errors import ConfigError
@@ -23,9 +25,9 @@ from schemas.settings import Settings
 def cmd_run(args: argparse.Namespace) -> int:
     from dataflows.connectors.local import jsonl_lines
 
+    if args.input is None:  # refused without brokers before ClickHouse is migrated
+        return _run_kafka(kafka_settings(args), args.store)
     s = settings_of(args)
-    if args.input is None:
-        return _run_kafka(s, args.store)
     path = Path(args.input)
     if not path.exists():
         raise ConfigError(f"--input {path}: no such file")
@@ -44,6 +46,7 @@ def _run_kafka(s: Settings, store: bool) -> int:
     from dataflows.flow import kafka_flow
     from generators.stream import Progress
 
+    log_to_stderr()
     stop = stop_on_signals()  # Ctrl-C / SIGTERM: end the input, flush, return
     prog = Progress(f"scored from {s.topic_transactions}")
     flagged = [0]

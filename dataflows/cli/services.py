@@ -12,7 +12,8 @@ from dataflows.cli.common import (
     add_generator,
     gen_config,
     nonneg_float,
-    positive_int,
+    port_number,
+    require_free_port,
     settings_of,
 )
 
@@ -21,8 +22,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dataflows.services.demo import run_demo
 
     s = settings_of(args)
+    field = "dash_port (FRAUD_DASH_PORT)"
     if args.port is not None:
         s = s.model_copy(update={"dash_port": args.port})
+        field = "--port"
+    require_free_port(s.dash_host, s.dash_port, field)  # before the broker and the flow
     # The demo shows alerts within 2 s of production: refresh every second and flush the
     # sink every 0.2 s unless the user chose otherwise (production defaults: 2 s, 0.5 s).
     # (a value from --set or the environment is in model_fields_set).
@@ -38,6 +42,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from dataflows.connectors.kafka import feedback_publisher
 
     s = settings_of(args)
+    require_free_port(s.dash_host, s.dash_port, "dash_port (FRAUD_DASH_PORT)")
     if s.clickhouse_url.startswith("chdb:"):
         print(
             "note: chDB allows one process per directory; while a dataflow writes to it, "
@@ -65,7 +70,7 @@ def register_demo(sub: Any) -> None:
         type=nonneg_float("seconds"),
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
-    p.add_argument("--port", type=positive_int("port"), help="dashboard port (default 8050)")
+    p.add_argument("--port", type=port_number, help="dashboard port (default 8050)")
     add_common(p)
     p.set_defaults(fn=cmd_demo)
 

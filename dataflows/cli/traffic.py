@@ -13,14 +13,17 @@ from dataflows.cli.common import (
     add_common,
     add_generator,
     gen_config,
-    settings_of,
+    kafka_settings,
+    log_to_stderr,
 )
 from schemas.errors import ConfigError
+from schemas.settings import Settings
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from generators.stream import Progress, event_stream, write_jsonl, write_parquet
 
+    s = kafka_settings(args) if args.to == "kafka" else None  # refused before generating
     cfg = gen_config(args)
     if args.to == "parquet":
         if not args.out:
@@ -33,8 +36,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"wrote {n:,} rows to {args.out} in {dt:.1f}s ({n / dt * 60:,.0f} rows/min)")
         return 0
     events = event_stream(cfg, args.count)
-    if args.to == "kafka":
-        return _generate_kafka(args, events)
+    if s is not None:
+        return _generate_kafka(s, args, events)
     if args.to == "stdout":
         write_jsonl(events, sys.stdout.buffer, args.rate)
         return 0
@@ -50,11 +53,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     raise ConfigError(f"--to {args.to!r}: not available yet")  # pragma: no cover
 
 
-def _generate_kafka(args: argparse.Namespace, events: Iterable[tuple[bytes, bytes]]) -> int:
+def _generate_kafka(
+    s: Settings, args: argparse.Namespace, events: Iterable[tuple[bytes, bytes]]
+) -> int:
     from dataflows.connectors.kafka import make_producer, produce_all
     from generators.stream import Pacer, Progress
 
-    s = settings_of(args)
+    log_to_stderr()
     producer = make_producer(s)
     prog = Progress(f"produce -> {s.topic_transactions}", args.count)
     pacer = Pacer(args.rate)

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
-from confluent_kafka import OFFSET_BEGINNING, Producer
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.errors import FraudError
+from schemas.errors import ConfigError, FraudError
 from schemas.scored import (
     ALERT_VERSION,
     Alert,
@@ -34,8 +38,13 @@ from schemas.units import format_ts
 from schemas.vocab import ALERT_HEADERS
 
 __all__ = [
+    "BrokerWatch",
+    "ConnectionState",
+    "RateLimiter",
     "alert_message",
     "broker_list",
+    "broker_watch",
+    "client_hooks",
     "consumer_config",
     "create_topics",
     "dlq_encoder",
@@ -45,20 +54,32 @@ __all__ = [
     "kafka_source",
     "make_producer",
     "producer_config",
+    "tcp_reachable",
 ]
 
 log = logging.getLogger(__name__)
 
 
+def _split(brokers: str) -> list[str]:
+    return [b.strip() for b in brokers.split(",") if b.strip()]
+
+
 def broker_list(s: Settings) -> list[str]:
-    if not s.brokers:
-        raise FraudError("no Kafka brokers configured: set FRAUD_BROKERS or --set brokers=...")
-    return [b.strip() for b in s.brokers.split(",") if b.strip()]
+    """The bootstrap servers, refused at once when empty: a client without any waits out
+    its timeout and fails with an error that does not name the setting."""
+    servers = _split(s.brokers)
+    if not servers:
+        raise ConfigError(
+            f"brokers (FRAUD_BROKERS) = {s.brokers!r}: no Kafka broker configured; "
+            "set FRAUD_BROKERS=host:port or --set brokers=host:port"
+        )
+    return servers
 
 
 def producer_config(s: Settings) -> dict[str, Any]:
     """Idempotent, acks=all, batched: no duplicates from retries, no loss on leader change."""
     return {
+        **client_hooks(s),
         "bootstrap.servers": s.brokers,
         "enable.idempotence": True,
         "acks": "all",
@@ -76,6 +97,7 @@ def consumer_config(s: Settings, group: str | None = None) -> dict[str, Any]:
     assigns partitions itself); with one, a complete config for a plain Consumer.
     """
     cfg: dict[str, Any] = {
+        **client_hooks(s),
         "fetch.wait.max.ms": s.kafka_fetch_wait_ms,
         "session.timeout.ms": 6000,
     }
@@ -92,7 +114,7 @@ def kafka_source(s: Settings, topic: str, tail: bool) -> KafkaSource:
         [topic],
         tail=tail,
         starting_offset=OFFSET_BEGINNING,
-        add_config={k: str(v) for k, v in consumer_config(s).items()},
+        add_config={k: _config_value(v) for k, v in consumer_config(s).items()},
         batch_size=1000,
         raise_on_errors=False,
     )
@@ -100,22 +122,217 @@ def kafka_source(s: Settings, topic: str, tail: bool) -> KafkaSource:
 
 def kafka_sink(s: Settings, topic: str) -> KafkaSink:
     """A sink producing to ``topic`` with the idempotent producer settings."""
-    prod = {k: str(v) for k, v in producer_config(s).items() if k != "bootstrap.servers"}
+    prod = {k: _config_value(v) for k, v in producer_config(s).items() if k != "bootstrap.servers"}
     return KafkaSink(broker_list(s), topic, add_config=prod)
 
 
 def make_producer(s: Settings) -> Producer:
+    broker_list(s)  # without brokers every message would wait out its delivery timeout
     return Producer(producer_config(s))
+
+
+# --- Broker connection: one line of our own when lost and when back -------------------
+# librdkafka retries a lost broker every ~50-100 ms per connection and logs every failed
+# attempt: the flow (a client per partition and sink) printed thousands of identical
+# lines and not one of its own.  Every client we build gets ``client_hooks``: its log
+# lines are rate-limited here, and its connection errors wake a watcher that logs one
+# WARNING when no bootstrap server answers and one INFO when one does again.
+
+CONNECTION_ERRORS = frozenset(
+    {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE}
+)
+_VARYING = re.compile(r"rdkafka#\w+-\d+|\d+ms|\d+ identical error\(s\) suppressed")
+rdkafka_log = logging.getLogger("librdkafka")
+
+
+class RateLimiter:
+    """The first line of a kind passes, then at most one per ``interval_s`` carrying how
+    many it stood for: a repeated line says nothing new, its count does."""
+
+    def __init__(self, interval_s: float = 60.0, max_keys: int = 1024) -> None:
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self.suppressed = 0
+        self._last: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    def allow(self, key: Hashable, now: float) -> int | None:
+        """None: drop this one; else let it pass, with the number dropped since the last."""
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            self.suppressed += 1
+            return None
+        if len(self._last) >= self.max_keys:  # varied messages must not grow it forever
+            self._last.clear()
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+
+class ConnectionState:
+    """Lost or not, changed by transitions only: many clients report one outage hundreds
+    of times, and the log wants one line when it starts and one when it ends."""
+
+    def __init__(self) -> None:
+        self.lost_since: float | None = None
+
+    def lose(self, now: float) -> bool:
+        """True if this report starts an outage."""
+        if self.lost_since is not None:
+            return False
+        self.lost_since = now
+        return True
+
+    def recover(self, now: float) -> float | None:
+        """The outage's length in seconds if this ends one, else None."""
+        if self.lost_since is None:
+            return None
+        took, self.lost_since = now - self.lost_since, None
+        return took
+
+
+def tcp_reachable(servers: list[str], timeout_s: float) -> str | None:
+    """None if any of ``servers`` (host:port) accepts a TCP connection, else why not.
+
+    The deciding test for "lost" and "back": librdkafka's reports arrive late (queued
+    until a client polls) and per connection, so they only prompt this check."""
+    why = []
+    for server in servers:
+        host, _, port = server.split("://")[-1].rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout_s):
+                return None
+        except (OSError, ValueError) as e:
+            why.append(f"{server}: {getattr(e, 'strerror', None) or e}")
+    return "; ".join(why) or "no servers configured"
+
+
+class BrokerWatch:
+    """Logging hooks shared by every client of one bootstrap list in this process.
+
+    ``log`` is confluent-kafka's ``logger`` (it calls ``log(level, fmt, *args)`` when the
+    client polls): librdkafka's lines go on to the ``librdkafka`` logger, rate-limited by
+    their text without the client name and timings.  ``error`` is the ``error_cb``: a
+    connection error wakes a thread that checks the servers and logs the transitions on
+    ``dataflows.connectors.kafka``; other errors are logged like the lines.
+    """
+
+    def __init__(
+        self,
+        servers: list[str],
+        *,
+        interval_s: float = 60.0,
+        probe_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        reachable: Callable[[list[str], float], str | None] = tcp_reachable,
+    ) -> None:
+        self.servers = servers
+        self.limiter = RateLimiter(interval_s)
+        self.state = ConnectionState()
+        self._probe_s = probe_s
+        self._clock = clock
+        self._reachable = reachable
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        msg = fmt % args if args else fmt
+        self._emit(level, (level, _VARYING.sub("", msg)), msg)
+
+    def error(self, err: KafkaError) -> None:
+        if err.code() in CONNECTION_ERRORS and not err.fatal():
+            self._wake.set()  # the FAIL log line already says what happened
+            self._start()
+            return
+        self._emit(logging.ERROR, ("error", err.code()), f"{err.name()}: {err.str()}")
+
+    def check(self) -> None:
+        """One look at the servers: log "lost" if none answers, "back" once one does."""
+        why = self._reachable(self.servers, self._probe_s)
+        now = self._clock()
+        where = ",".join(self.servers)
+        if why is not None:
+            if self.state.lose(now):
+                log.warning(
+                    "Kafka broker connection lost: %s unreachable (%s); the clients keep "
+                    "retrying, librdkafka's repeated lines limited to one per %g s",
+                    where,
+                    why,
+                    self.limiter.interval_s,
+                )
+        elif (took := self.state.recover(now)) is not None:
+            log.info("Kafka broker connection back: %s reachable after %.0f s", where, took)
+
+    def _emit(self, level: int, key: Hashable, msg: str) -> None:
+        with self._lock:
+            held = self.limiter.allow(key, self._clock())
+        if held is not None:
+            more = f" ({held} similar suppressed in {self.limiter.interval_s:g} s)" if held else ""
+            rdkafka_log.log(level, "%s%s", msg, more)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name="kafka-watch")
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self.check()
+            time.sleep(self._probe_s)  # at most one check a second
+            if self.state.lost_since is not None:
+                self._wake.set()  # keep looking until it is back
+
+
+_watches: dict[tuple[str, ...], BrokerWatch] = {}
+_watches_lock = threading.Lock()
+
+
+def broker_watch(servers: list[str]) -> BrokerWatch:
+    """The one watch of this bootstrap list in the process (one line per outage, not one
+    per client)."""
+    with _watches_lock:
+        watch = _watches.get(tuple(servers))
+        if watch is None:
+            watch = _watches[tuple(servers)] = BrokerWatch(servers)
+        return watch
+
+
+def client_hooks(s: Settings) -> dict[str, Any]:
+    """``logger`` and ``error_cb`` for a confluent-kafka client config."""
+    watch = broker_watch(_split(s.brokers))
+    return {"logger": watch, "error_cb": watch.error}
+
+
+def _config_value(v: Any) -> Any:
+    """bytewax's ``add_config`` is typed str -> str but handed to confluent-kafka as is:
+    plain values as strings, the logging hooks as the objects they are."""
+    return str(v) if isinstance(v, str | int | float) else v
 
 
 def create_topics(s: Settings, timeout_s: float = 15.0) -> dict[str, str]:
     """Create the four topics with the configured partitions; existing ones are kept.
 
-    Returns topic → "created" | "exists".
+    Returns topic → "created" | "exists".  No brokers configured is a ConfigError; none
+    reachable a one-line FraudError (at once when nothing listens, else after
+    ``timeout_s``), not a librdkafka traceback.
     """
-    admin = AdminClient({"bootstrap.servers": s.brokers})
+    servers = broker_list(s)
+    why = tcp_reachable(servers, min(timeout_s, 5.0))
+    if why is not None:
+        raise FraudError(f"Kafka broker unreachable: {why}")
+    admin = AdminClient({"bootstrap.servers": ",".join(servers), **client_hooks(s)})
     names = [s.topic_transactions, s.topic_alerts, s.topic_dlq, s.topic_feedback]
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as e:
+        raise FraudError(
+            f"Kafka broker unreachable at {','.join(servers)}: no metadata within "
+            f"{timeout_s:g} s ({e.args[0].str() if e.args else e})"
+        ) from None
     todo = [
         NewTopic(
             t,

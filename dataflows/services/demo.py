@@ -45,6 +45,7 @@ class _Counters:
         self.flagged = 0
         self.lags: list[float] = []
         self.stop = threading.Event()
+        self.failed: str | None = None
 
 
 def _generate(s: Settings, cfg: GeneratorConfig, rate: float, c: _Counters) -> None:
@@ -108,9 +109,16 @@ def _interrupted(e: BaseException | None) -> bool:
     return False
 
 
-def _serve(app: Any, host: str, port: int) -> None:
+def _serve(app: Any, host: str, port: int, c: _Counters) -> None:
+    """Serve the dashboard; if it cannot (werkzeug exits its thread when the port was
+    taken after the CLI's check), stop the demo rather than keep printing a dead URL."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app.run(host=host, port=port, debug=False, use_reloader=False)
+    try:
+        app.run(host=host, port=port, debug=False, use_reloader=False)
+    except BaseException as e:
+        c.failed = f"the dashboard could not serve {host}:{port} ({e!r})"
+        log.error("%s: stopping the demo", c.failed)
+        _thread.interrupt_main()
 
 
 def run_demo(
@@ -169,7 +177,7 @@ def run_demo(
         )
         app = create_app(s, Store.from_settings(s), feedback_publisher(s))
         threading.Thread(
-            target=_serve, args=(app, s.dash_host, s.dash_port), daemon=True, name="dash"
+            target=_serve, args=(app, s.dash_host, s.dash_port, c), daemon=True, name="dash"
         ).start()
         print(f"\nDashboard: {url}  (Ctrl-C stops everything)\n", flush=True)
         threading.Thread(
@@ -217,4 +225,7 @@ def run_demo(
         f"\nstopped: produced {c.produced:,}, scored {c.scored:,}, flagged {c.flagged:,}{lag}",
         flush=True,
     )
+    if c.failed:
+        print(f"fraud demo: {c.failed}", file=sys.stderr)
+        return 1
     return 0
