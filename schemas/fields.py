@@ -156,3 +156,20 @@ def json_schema_for(
         "properties": {s.name: s.json_schema() for s in specs},
         "additionalProperties": open_content,
     }
+
+
+def location_required_v1(specs: tuple[FieldSpec, ...], version_doc: str) -> tuple[FieldSpec, ...]:
+    """The v1 form of a contract whose v2 made ``lat``/``lon`` optional: both required
+    ``Float64`` again (doc up to its first ``;``) and ``schema_version`` fixed at 1, so
+    the published v1 schema file is generated from the v2 field list, not kept twice."""
+
+    def v1(s: FieldSpec) -> FieldSpec:
+        if s.name in ("lat", "lon"):
+            return dataclasses.replace(
+                s, ch_type="Float64", doc=s.doc.split(";")[0] + ".", required=True
+            )
+        if s.name == "schema_version":
+            return dataclasses.replace(s, doc=version_doc, extra_json={"const": 1})
+        return s
+
+    return tuple(v1(s) for s in specs)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from schemas.fields import FieldSpec, compact_pickle
+from schemas.fields import FieldSpec, compact_pickle, location_required_v1
 from schemas.transaction import (
     CHANNELS,
     DecodeError,
@@ -187,16 +187,7 @@ ALERT_SPECS: tuple[FieldSpec, ...] = (
     ),
 )
 
-ALERT_V1_SPECS: tuple[FieldSpec, ...] = tuple(
-    FieldSpec(
-        s.name, s.kind, "Float64", s.doc.split(";")[0] + ".", minimum=s.minimum, maximum=s.maximum
-    )
-    if s.name in ("lat", "lon")
-    else FieldSpec(s.name, s.kind, s.ch_type, s.doc, extra_json={"const": 1})
-    if s.name == "schema_version"
-    else s
-    for s in ALERT_SPECS
-)
+ALERT_V1_SPECS = location_required_v1(ALERT_SPECS, "Contract version.")
 """Alert v1 as published (location required): its schema file stays for consumers."""
 
 

@@ -56,12 +56,14 @@ def _shown_user(user: str, password: str, unsafe: re.Pattern[str]) -> str:
     return user
 
 
-def _mask_userinfo(userinfo: str) -> str:
-    """``user:***``; a userinfo without a colon may itself be a token, so it is masked."""
-    user, colon, password = userinfo.partition(":")
+def _mask_credentials(entry: str, unsafe: Any = None) -> str:
+    """``user:***``; an entry without a colon may itself be a token or a bare password,
+    so it is masked whole.  ``unsafe`` matches what a user name cannot contain."""
+    user, colon, password = entry.partition(":")
     if not colon:
-        return MASK if userinfo else ""
-    return f"{_shown_user(user, password, _URL_USER_UNSAFE)}:{MASK if password else ''}"
+        return MASK if entry else ""
+    shown = _shown_user(user, password, unsafe or _URL_USER_UNSAFE)
+    return f"{shown}:{MASK if password else ''}"
 
 
 def _mask_bad_port(rest: str) -> str:
@@ -86,18 +88,10 @@ def mask_url(url: str) -> str:
         scheme, rest = "", url
     userinfo, at, hostpart = rest.rpartition("@")
     if at:
-        rest = f"{_mask_userinfo(userinfo)}@{hostpart}"
+        rest = f"{_mask_credentials(userinfo)}@{hostpart}"
     elif sep:
         rest = _mask_bad_port(rest)
     return scheme + sep + _SECRET_QUERY.sub(rf"\g<1>{MASK}", rest)
-
-
-def _mask_login(entry: str) -> str:
-    """``user:***``; an entry without a colon may be a bare password, so it is masked."""
-    user, colon, password = entry.partition(":")
-    if not colon:
-        return MASK if entry else ""
-    return f"{_shown_user(user, password, _LOGIN_USER_UNSAFE)}:{MASK if password else ''}"
 
 
 def mask_logins(value: str) -> str:
@@ -106,7 +100,7 @@ def mask_logins(value: str) -> str:
     Split on commas only: a space may be inside a password.  A password holding a comma
     followed by a colon is indistinguishable from a next login and shows its first part.
     """
-    return ",".join(_mask_login(entry) for entry in value.split(","))
+    return ",".join(_mask_credentials(entry, _LOGIN_USER_UNSAFE) for entry in value.split(","))
 
 
 def mask_setting(name: str, value: Any) -> Any:
@@ -313,6 +307,16 @@ class Settings(BaseSettings):
         """A repr is logged as readily as a message, so it is masked the same way."""
         for k, v in super().__repr_args__():
             yield k, v if k is None else mask_setting(k, v)
+
+
+def settings_env(values: dict[str, Any]) -> dict[str, str]:
+    """``{field: value}`` as the ``FRAUD_*`` variables a child process reads its settings
+    from (None = unset, left out).
+
+    >>> settings_env({"shards": 4, "recovery_dir": None})
+    {'FRAUD_SHARDS': '4'}
+    """
+    return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in values.items() if v is not None}
 
 
 def load_settings(**overrides: Any) -> Settings:

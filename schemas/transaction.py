@@ -17,7 +17,7 @@ import msgspec
 import orjson
 
 from schemas.currency import ISO_4217
-from schemas.fields import FieldSpec, compact_pickle
+from schemas.fields import FieldSpec, compact_pickle, location_required_v1
 from schemas.units import format_ts
 
 __all__ = [
@@ -96,24 +96,7 @@ TRANSACTION_SPECS: tuple[FieldSpec, ...] = (
     ),
 )
 
-TRANSACTION_V1_SPECS: tuple[FieldSpec, ...] = tuple(
-    FieldSpec(
-        s.name,
-        s.kind,
-        "Float64",
-        s.doc.split(";")[0] + ".",
-        True,
-        minimum=s.minimum,
-        maximum=s.maximum,
-    )
-    if s.name in ("lat", "lon")
-    else FieldSpec(
-        s.name, s.kind, s.ch_type, "Contract version; must be 1.", extra_json={"const": 1}
-    )
-    if s.name == "schema_version"
-    else s
-    for s in TRANSACTION_SPECS
-)
+TRANSACTION_V1_SPECS = location_required_v1(TRANSACTION_SPECS, "Contract version; must be 1.")
 """Transaction v1 as published (location required), for its schema file and decoder."""
 
 LABEL_SPECS: tuple[FieldSpec, ...] = (

@@ -25,7 +25,7 @@ from dataflows.connectors.embedded import EmbeddedBroker
 from dataflows.connectors.kafka import consumer_config, create_topics, make_producer, produce_all
 from generators.stream import Pacer, event_stream
 from generators.synth import GeneratorConfig
-from schemas.settings import Settings
+from schemas.settings import Settings, settings_env
 
 __all__ = ["measure_latency"]
 
@@ -66,7 +66,7 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
     create_topics(s)
     env = {
         **os.environ,
-        **{f"FRAUD_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None},
+        **settings_env(s.model_dump()),
     }
     flow = subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", "dataflows.main:get_flow()"],

@@ -19,7 +19,7 @@ from dataflows.flow import build_flow, kafka_flow
 from generators.stream import event_stream
 from generators.synth import GeneratorConfig
 from schemas.scored import alert_id_for, decode_alert
-from schemas.settings import Settings
+from schemas.settings import Settings, settings_env
 from tests.chserver import ChServer
 from tests.conftest import txn_bytes
 from tests.integration.conftest import consume_all
@@ -119,9 +119,8 @@ def test_flow_as_bytewax_run_subprocess(kafka_settings: Settings, ch_http: ChSer
     produce_all(make_producer(s), s.topic_transactions, events)
     env = {
         **os.environ,
-        **{
-            f"FRAUD_{k.upper()}": str(v)
-            for k, v in {
+        **settings_env(
+            {
                 "brokers": s.brokers,
                 "topic_transactions": s.topic_transactions,
                 "topic_alerts": s.topic_alerts,
@@ -132,8 +131,8 @@ def test_flow_as_bytewax_run_subprocess(kafka_settings: Settings, ch_http: ChSer
                 "shards": 4,
                 "clickhouse_url": ch_http.url,
                 "clickhouse_database": db,
-            }.items()
-        },
+            }
+        ),
     }
     proc = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "dataflows.main:get_flow()", "-w", "2"],

@@ -10,8 +10,6 @@ and whole into ClickHouse ``dead_letters``.
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from schemas.settings import Settings
 from tests.chserver import ChServer
 from tests.conftest import txn_bytes
 from tests.integration.conftest import consume_all
-from tests.integration.test_restart import ROOT, _env, _flow
+from tests.integration.test_restart import _env, _flow, init_recovery
 
 HUGE = b'{"txn_id":"huge","pad":"' + b"x" * 2_000_000 + b'"}'
 POISON = [
@@ -63,14 +61,7 @@ def test_poison_in_the_partition_stops_nothing_and_survives_a_restart(
     producer = Producer({**producer_config(s), "message.max.bytes": 5_000_000})
     first = _with_poison(_good(1200, seed=11))
     second = _with_poison(_good(800, seed=12))
-    recovery = tmp_path / "recovery"
-    recovery.mkdir()
-    subprocess.run(
-        [sys.executable, "-m", "bytewax.recovery", str(recovery), "1"],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-    )
+    recovery = init_recovery(tmp_path)
     db = f"poison_{uuid.uuid4().hex[:8]}"
     env = _env(s, ch_http, db, recovery, True)
 

@@ -22,7 +22,7 @@ import pytest
 from clickhouse.store import Store
 from dataflows.connectors.kafka import make_producer, produce_all
 from schemas.scored import decode_alert
-from schemas.settings import Settings
+from schemas.settings import Settings, settings_env
 from tests.chserver import ChServer
 from tests.integration.conftest import consume_all
 from tests.integration.test_kafka import MALFORMED, _events, _expected_alert_ids
@@ -35,9 +35,8 @@ def _env(s: Settings, ch: ChServer, db: str, recovery: Path, variable: bool) -> 
     flow must take its recovery from bytewax's -r alone)."""
     env = {
         **os.environ,
-        **{
-            f"FRAUD_{k.upper()}": str(v)
-            for k, v in {
+        **settings_env(
+            {
                 "brokers": s.brokers,
                 "topic_transactions": s.topic_transactions,
                 "topic_alerts": s.topic_alerts,
@@ -49,12 +48,25 @@ def _env(s: Settings, ch: ChServer, db: str, recovery: Path, variable: bool) -> 
                 "clickhouse_database": db,
                 "clickhouse_batch_rows": 200,
                 "recovery_dir": recovery,
-            }.items()
-        },
+            }
+        ),
     }
     if not variable:
         del env["FRAUD_RECOVERY_DIR"]
     return env
+
+
+def init_recovery(tmp_path: Path) -> Path:
+    """A fresh bytewax recovery directory with one partition."""
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "bytewax.recovery", str(recovery), "1"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    return recovery
 
 
 def _flow(env: dict[str, str], recovery: Path, tail: bool) -> subprocess.Popen[str]:
@@ -106,14 +118,7 @@ def test_restart_loses_no_input_and_replays_harmlessly(
     s = kafka_settings
     events = _events(4000)
     first, second = events[:2000], events[2000:]
-    recovery = tmp_path / "recovery"
-    recovery.mkdir()
-    subprocess.run(
-        [sys.executable, "-m", "bytewax.recovery", str(recovery), "1"],
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-    )
+    recovery = init_recovery(tmp_path)
     db = f"rs_{uuid.uuid4().hex[:8]}"
     env = _env(s, ch_http, db, recovery, variable)
     store = Store(ch_http.url, db)
