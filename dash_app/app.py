@@ -18,6 +18,7 @@ from flask import Response, request
 
 from clickhouse.store import Store
 from dash_app.context import AppContext, set_context
+from dash_app.metrics import metrics_response
 from schemas.scored import Review
 from schemas.settings import Settings
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def _check_login(users: dict[str, str]) -> Response | None:
-    if request.path == "/healthz":  # liveness probes carry no credentials
+    if request.path in ("/healthz", "/metrics"):  # probes and scrapers carry no credentials
         return None
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Basic "):
@@ -75,6 +76,7 @@ def create_app(
         ]
     )
     app.server.add_url_rule("/healthz", "healthz", lambda: "ok")
+    app.server.add_url_rule("/metrics", "metrics", metrics_response)
     if s.dash_auth:
         users = dict(u.split(":", 1) for u in s.dash_auth.split(","))
         app.server.before_request(lambda: _check_login(users))

@@ -31,6 +31,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from dataflows.connectors import metrics
 from dataflows.connectors.encoded import Encoded
 from dataflows.connectors.kafka import alert_message, dlq_encoder, kafka_sink, kafka_source
 from dataflows.connectors.local import StoppableSource
@@ -173,6 +174,7 @@ class StepLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
     def snapshot(self) -> bytes | None:
         if not self.snapshots:
             return None
+        metrics.SNAPSHOT_TIME.set_to_current_time()
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -203,6 +205,11 @@ def _emit(step_id: str, stream: Stream[Any], sinks: Any) -> None:
         op.output(step, out, sink)
 
 
+def _dead(step_id: str, stream: Stream[DeadLetter], sinks: Any) -> None:
+    """Dead letters to their sinks, counted by reason code."""
+    _emit(step_id, op.inspect(f"{step_id}_count", stream, metrics.count_dead_letter), sinks)
+
+
 RowSinks = Sink[Any] | Encoded[ScoredTransaction] | Sequence[Sink[Any] | Encoded[Any]]
 DlqSinks = Sink[Any] | Encoded[DeadLetter] | Sequence[Sink[Any] | Encoded[Any]]
 
@@ -228,9 +235,14 @@ def build_flow(
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
     max_bytes = s.max_message_bytes
-    parsed = op.map("parse", raw, lambda item: parse_message(item, max_bytes, clock))
+
+    def parse(items: list[Any]) -> list[Parsed | DeadLetter]:
+        metrics.count_read(items)
+        return [parse_message(item, max_bytes, clock) for item in items]
+
+    parsed = op.flat_map_batch("parse", raw, parse)
     split = op.branch("valid", parsed, lambda x: isinstance(x, tuple))
-    _emit("dlq", split.falses, dlq_sink)
+    _dead("dlq", split.falses, dlq_sink)
 
     shards = s.shards
     keyed = op.key_on("shard", split.trues, lambda p: shard_of(p[0].user_id, shards))
@@ -242,10 +254,11 @@ def build_flow(
     outcome = stateful_step("score", keyed, lambda: new_shard(s), score, snapshots)
     # An event whose scoring failed comes back as a dead letter (see score_batch).
     ok = op.branch("scored_ok", outcome, lambda x: isinstance(x, ScoredTransaction))
-    _emit("score_dlq", ok.falses, dlq_sink)
+    _dead("score_dlq", ok.falses, dlq_sink)
     scored: Stream[ScoredTransaction] = ok.trues
     if labels is not None:
         scored = _feedback_steps(flow, s, scored, labels, clock, dlq_sink)
+    scored = op.flat_map_batch("count_scored", scored, metrics.count_scored)
     _emit("rows", scored, row_sink)
     alerts = op.filter_map("alerts", scored, lambda x: Alert.from_scored(x) if x.flagged else None)
     _emit("alerts_out", alerts, alert_sink)
@@ -265,7 +278,7 @@ def _feedback_steps(
     raw = op.input("labels", flow, labels)
     decoded = op.filter_map("labels_parse", raw, lambda x: parse_label(x, clock))
     parsed = op.branch("labels_valid", decoded, lambda x: isinstance(x, MerchantLabel))
-    _emit("labels_dlq", parsed.falses, dlq_sink)
+    _dead("labels_dlq", parsed.falses, dlq_sink)
     both = op.merge("merchant_in", scored, parsed.trues)
     shards = s.shards
 

@@ -20,7 +20,9 @@ from pathlib import Path
 from bytewax.dataflow import Dataflow
 
 from clickhouse.store import Store, migrate
+from dataflows.connectors import metrics
 from dataflows.connectors.chsink import clickhouse_sink, dead_letter_sink
+from dataflows.connectors.kafka import consumer_config
 from dataflows.flow import kafka_flow
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
@@ -78,5 +80,8 @@ def get_flow() -> Dataflow:
             raise SystemExit(2) from None
     if s.recovery_dir is not None:
         log.info("recovery on: %s (state snapshots included)", s.recovery_dir)
+    if s.metrics_port:
+        metrics.serve_metrics(s.metrics_port)
+        metrics.LagWatcher(consumer_config(s, f"{s.consumer_group}-lag")).start()
     migrate(Store.from_settings(s), s.clickhouse_ttl_days)
     return kafka_flow(s, clickhouse_sink(s), dlq_store=dead_letter_sink(s))

@@ -275,6 +275,9 @@ class Settings(BaseSettings):
     # --- Dashboard -----------------------------------------------------------------
     dash_host: str = "127.0.0.1"
     dash_port: int = Field(8050, ge=1, le=65535)
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of a flow process; 0 = off."
+    )
     dash_refresh_s: float = Field(2.0, ge=0.5, le=3600)
     dash_auth: str = Field(
         "",

@@ -18,6 +18,7 @@ from dash_app.components import (
 )
 from dash_app.context import ctx, resolve_range
 from dash_app.encode import csv_safe
+from dash_app.metrics import VERDICTS_RECORDED, VERDICTS_UNPUBLISHED
 from schemas.scored import Review
 from schemas.vocab import RULE_CODES, VERDICTS
 
@@ -279,12 +280,14 @@ def record_verdicts(
         return f"Verdict refused: {e}"
     c = ctx()
     c.store.save_reviews(reviews)
+    VERDICTS_RECORDED.labels(verdict).inc(len(reviews))
     msg = f"Recorded {VERDICT_LABELS[verdict].lower()} on {len(reviews)} alert(s)"
     if c.publish is not None:
         try:
             c.publish(reviews)
             msg += f" and published to {c.settings.topic_feedback}"
         except Exception as e:  # stored already; say what did not happen
+            VERDICTS_UNPUBLISHED.inc(len(reviews))
             msg += f"; publishing to {c.settings.topic_feedback} failed: {e}"
     return msg + "."
 

@@ -48,6 +48,12 @@ def _run_kafka(s: Settings, store: bool) -> int:
 
     log_to_stderr()
     stop = stop_on_signals()  # Ctrl-C / SIGTERM: end the input, flush, return
+    if s.metrics_port:
+        from dataflows.connectors import metrics
+        from dataflows.connectors.kafka import consumer_config
+
+        metrics.serve_metrics(s.metrics_port)
+        metrics.LagWatcher(consumer_config(s, f"{s.consumer_group}-lag")).start()
     prog = Progress(f"scored from {s.topic_transactions}")
     flagged = [0]
 

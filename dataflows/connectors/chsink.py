@@ -47,6 +47,7 @@ from clickhouse.tables import (
     dead_letter_row,
     txn_row,
 )
+from dataflows.connectors import metrics
 from dataflows.connectors.encoded import Encoded
 from schemas.errors import StoreError
 from schemas.scored import Alert, DeadLetter, ScoredTransaction
@@ -86,10 +87,12 @@ def insert_with_retry(
 ) -> int:
     """Insert ``rows``, retrying transient errors; returns the attempts it took."""
     attempt = 0
+    started = time.monotonic()
     while True:
         attempt += 1
         try:
             store.insert(table, rows)
+            metrics.SINK_INSERT_SECONDS.labels(table.name).observe(time.monotonic() - started)
             if attempt > 1:
                 log.warning(
                     "insert into %s.%s succeeded after %d attempts",
@@ -107,6 +110,7 @@ def insert_with_retry(
                     f"insert of {len(rows)} rows into {where} still failing after "
                     f"{attempt} attempts: {e}"
                 ) from e
+            metrics.SINK_RETRIES.labels(table.name).inc()
             wait = policy.delay(attempt)
             log.warning(
                 "insert of %d rows into %s failed (attempt %d, retry in %.1fs): %s",
@@ -156,6 +160,7 @@ class _Writer:
     def submit(self, b: Batch) -> None:
         self.check()
         self.q.put(b)
+        metrics.SINK_QUEUE.set(self.q.qsize())
 
     def wait(self) -> None:
         """Block until every submitted batch is inserted; raise the writer's failure."""
@@ -184,6 +189,7 @@ class _Writer:
                 self.error = e
             finally:
                 self.q.task_done()
+                metrics.SINK_QUEUE.set(self.q.qsize())
 
 
 def _warm(store: Store) -> None:

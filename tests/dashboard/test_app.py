@@ -206,3 +206,23 @@ def test_login_when_configured(app_store: Store) -> None:
     good = base64.b64encode(b"ana:s3cret").decode()
     assert c.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
     assert "s3cret" not in str(load_settings(dash_auth="ana:s3cret").safe_dict())
+
+
+def test_metrics_count_verdicts_and_need_no_login(app_store: Store) -> None:
+    c = _client(load_settings(dash_auth="ana:s3cret"), app_store)
+
+    def recorded() -> float:
+        r = c.get("/metrics")
+        assert r.status_code == 200 and r.mimetype == "text/plain"
+        line = [
+            ln
+            for ln in r.get_data(as_text=True).splitlines()
+            if ln.startswith('fraud_dashboard_verdicts_total{verdict="confirmed_fraud"}')
+        ]
+        return float(line[0].split()[-1]) if line else 0.0
+
+    before = recorded()
+    data, *_ = alerts.refresh(1, 0, "7 days", [], ["open"], None, None, None, None, [])
+    msg, _ = alerts.apply(1, [known_alert("t3")], data, "confirmed_fraud", "zoe", None, 1)
+    assert msg.startswith("Recorded confirmed fraud on 1 alert")
+    assert recorded() == before + 1
