@@ -144,7 +144,13 @@ class Settings(BaseSettings):
     topic_alerts: str = Field("fraud-alerts", min_length=1, max_length=249)
     topic_dlq: str = Field("transactions-dlq", min_length=1, max_length=249)
     topic_feedback: str = Field("fraud-feedback", min_length=1, max_length=249)
-    partitions: int = Field(4, ge=1, le=1024, description="Partitions per topic on create.")
+    partitions: int = Field(
+        12,
+        ge=1,
+        le=1024,
+        description="Partitions per topic on create: 12 divides evenly over 1, 2, 3, 4 and 6 "
+        "processes.",
+    )
     consumer_group: str = Field("fraud-dataflow", min_length=1)
     max_message_bytes: int = Field(16_384, ge=512, le=10_485_760)
     kafka_fetch_wait_ms: int = Field(

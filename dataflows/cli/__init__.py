@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         services.register_demo,
         scoring.register_simulate,
         services.register_dashboard,
+        services.register_cluster,
         scoring.register_run,
         admin.register_migrate,
         admin.register_topics,

@@ -13,6 +13,7 @@ from dataflows.cli.common import (
     gen_config,
     nonneg_float,
     port_number,
+    positive_int,
     require_free_port,
     settings_of,
 )
@@ -79,3 +80,32 @@ def register_dashboard(sub: Any) -> None:
     p = sub.add_parser("dashboard", help="serve the analyst app on the configured ClickHouse")
     add_common(p)
     p.set_defaults(fn=cmd_dashboard)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    import logging
+
+    from dataflows.services.cluster import run_cluster
+
+    s = settings_of(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return run_cluster(s, args.processes, args.snapshot_s, args.base_port)
+
+
+def register_cluster(sub: Any) -> None:
+    p = sub.add_parser(
+        "cluster",
+        help="the production flow as N supervised processes on this machine; "
+        "when one dies all restart from the last snapshot",
+    )
+    p.add_argument("--processes", type=positive_int("processes"), default=2, help="(2)")
+    p.add_argument(
+        "--snapshot-s", type=nonneg_float("snapshot-s"), default=10.0, help="snapshot interval (10)"
+    )
+    p.add_argument(
+        "--base-port",
+        type=port_number,
+        help="first of N consecutive ports for the processes (default: free ports)",
+    )
+    add_common(p)
+    p.set_defaults(fn=cmd_cluster)

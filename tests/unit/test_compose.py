@@ -19,7 +19,7 @@ ENV_EXAMPLE = dict(
     for line in (ROOT / ".env.example").read_text().splitlines()
     if line and not line.startswith("#")
 )
-COMPOSE_KNOBS = {"FRAUD_WORKERS", "GENERATOR_RATE", "CLICKHOUSE_PASSWORD"}
+COMPOSE_KNOBS = {"FRAUD_PROCESSES", "GENERATOR_RATE", "CLICKHOUSE_PASSWORD"}
 
 
 def _services():
