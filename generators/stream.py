@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -117,22 +117,37 @@ def chunk_table(chunk: Chunk):  # -> pyarrow.Table
 
 
 def write_parquet(
-    cfg: GeneratorConfig, count: int, path: Path, progress: Progress | None = None
+    cfg: GeneratorConfig,
+    count: int,
+    path: Path,
+    progress: Progress | None = None,
+    partitioned: bool = False,
 ) -> int:
-    """Historical mode: ``count`` events to a Parquet file, chunk by chunk (bounded memory)."""
+    """Historical mode: ``count`` events to Parquet, chunk by chunk (bounded memory).
+
+    ``partitioned`` writes a Hive-partitioned dataset instead of one file:
+    ``path/year=YYYY/month=MM/part-0.parquet``, which ClickHouse (``file('…/**/*.parquet')``,
+    ``s3(...)``), DuckDB, pandas/pyarrow and Athena read as one table with ``year`` and
+    ``month`` columns.  Chunks come in event-time order, so one file per month is open at a
+    time and each is written once.
+    """
     import pyarrow.parquet as pq
 
     pop = make_population(cfg.users, cfg.seed)
     written = 0
+    writers = _MonthWriters(path, pq) if partitioned else None
     writer = None
     try:
         for chunk in generate_chunks(pop, cfg):
             table = chunk_table(chunk)
             if written + len(chunk) > count:
                 table = table.slice(0, count - written)
-            if writer is None:
-                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
-            writer.write_table(table)
+            if writers is not None:
+                writers.write(table, chunk.ts_ms[: table.num_rows])
+            else:
+                if writer is None:
+                    writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+                writer.write_table(table)
             written += table.num_rows
             if progress:
                 progress.update(table.num_rows)
@@ -141,4 +156,38 @@ def write_parquet(
     finally:
         if writer is not None:
             writer.close()
+        if writers is not None:
+            writers.close()
     return written
+
+
+class _MonthWriters:
+    """The open file of the current month of a Hive-partitioned dataset."""
+
+    def __init__(self, root: Path, pq: Any) -> None:
+        self.root, self.pq = root, pq
+        self.month: np.datetime64 | None = None
+        self.writer: Any = None
+
+    def write(self, table: Any, ts_ms: np.ndarray) -> None:
+        months = ts_ms.astype("datetime64[ms]").astype("datetime64[M]")
+        cuts = np.flatnonzero(months[1:] != months[:-1]) + 1
+        for lo, hi in zip([0, *cuts], [*cuts, len(months)], strict=True):
+            if hi > lo:
+                self._open(months[lo], table.schema)
+                self.writer.write_table(table.slice(lo, hi - lo))
+
+    def _open(self, month: np.datetime64, schema: Any) -> None:
+        if month == self.month:
+            return
+        self.close()
+        year, mon = str(month).split("-")
+        folder = self.root / f"year={year}" / f"month={mon}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.writer = self.pq.ParquetWriter(folder / "part-0.parquet", schema, compression="zstd")
+        self.month = month
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

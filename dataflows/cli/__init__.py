@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         services.register_dashboard,
         services.register_cluster,
         scoring.register_run,
+        scoring.register_backfill,
         admin.register_migrate,
         admin.register_topics,
         measure.register_latency,

@@ -30,7 +30,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise ConfigError("--to parquet needs --out PATH")
         prog = Progress("generate", args.count)
         t = time.monotonic()
-        n = write_parquet(cfg, args.count, Path(args.out), prog)
+        n = write_parquet(cfg, args.count, Path(args.out), prog, partitioned=args.partitioned)
         prog.done()
         dt = time.monotonic() - t
         print(f"wrote {n:,} rows to {args.out} in {dt:.1f}s ({n / dt * 60:,.0f} rows/min)")
@@ -85,5 +85,10 @@ def register_generate(sub: Any) -> None:
     add_generator(p, 10_000)
     p.add_argument("--to", choices=("stdout", "file", "parquet", "kafka"), default="stdout")
     p.add_argument("--out", help="output path for --to file/parquet")
+    p.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="with --to parquet: a Hive-partitioned dataset (OUT/year=YYYY/month=MM/)",
+    )
     add_common(p)
     p.set_defaults(fn=cmd_generate)
