@@ -1,0 +1,97 @@
+"""Where bytewax puts things, computed: so a user's events can be read, parsed, scored and
+stored on one worker with nothing crossing processes.
+
+Two functions decide it in bytewax 0.21 (both pinned by ``tests/unit/test_routing.py``
+against a real cluster run, so an upgrade that changes them fails loudly):
+
+* a **keyed stream** goes to worker ``siphash13(key bytes + 0xFF) mod workers`` (Rust's
+  ``DefaultHasher`` of a ``String``: SipHash-1-3 with zero keys, the ``0xFF`` is how Rust
+  hashes a ``str``);
+* **source partitions**, when every worker lists all of them, go round-robin in sorted
+  order of their keys (``"{partition}-{topic}"`` for Kafka, sorted as strings).
+
+:func:`aligned_key` picks, for a Kafka partition, a state key that routes to the worker
+reading that partition.  Correctness never depends on it: a partition's events always get
+the same key, so per-user state is exact; only the crossing is avoided.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+__all__ = ["aligned_key", "partition_owner", "route", "siphash13"]
+
+_M = (1 << 64) - 1
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _M
+
+
+def siphash13(data: bytes, k0: int = 0, k1: int = 0) -> int:
+    """SipHash-1-3 (one compression round, three finalisation rounds), 64-bit.
+
+    >>> hex(siphash13(b""))
+    '0xd1fba762150c532c'
+    """
+    v0, v1 = k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D
+    v2, v3 = k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573
+
+    def sipround() -> None:
+        nonlocal v0, v1, v2, v3
+        v0 = (v0 + v1) & _M
+        v1 = _rotl(v1, 13) ^ v0
+        v0 = _rotl(v0, 32)
+        v2 = (v2 + v3) & _M
+        v3 = _rotl(v3, 16) ^ v2
+        v0 = (v0 + v3) & _M
+        v3 = _rotl(v3, 21) ^ v0
+        v2 = (v2 + v1) & _M
+        v1 = _rotl(v1, 17) ^ v2
+        v2 = _rotl(v2, 32)
+
+    n = len(data)
+    end = n - n % 8
+    for i in range(0, end, 8):
+        m = int.from_bytes(data[i : i + 8], "little")
+        v3 ^= m
+        sipround()
+        v0 ^= m
+    last = ((n & 0xFF) << 56) | int.from_bytes(data[end:], "little")
+    v3 ^= last
+    sipround()
+    v0 ^= last
+    v2 ^= 0xFF
+    sipround()
+    sipround()
+    sipround()
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def route(key: str, workers: int) -> int:
+    """The worker bytewax sends state key ``key`` to, among ``workers``."""
+    return siphash13(key.encode() + b"\xff") % workers
+
+
+def partition_owner(partition: int, topic: str, partitions: int, workers: int) -> int:
+    """The worker that reads Kafka ``partition`` of ``topic`` when every worker lists all
+    ``partitions`` (bytewax hands them out round-robin in sorted key order)."""
+    keys = sorted(f"{p}-{topic}" for p in range(partitions))
+    return keys.index(f"{partition}-{topic}") % workers
+
+
+@lru_cache(maxsize=4096)
+def aligned_key(partition: int, topic: str, partitions: int, workers: int) -> str:
+    """A state key for ``partition`` that bytewax routes to the worker reading it.
+
+    >>> k = aligned_key(5, "transactions", 12, 2)
+    >>> route(k, 2) == partition_owner(5, "transactions", 12, 2)
+    True
+    """
+    owner = partition_owner(partition, topic, partitions, workers)
+    salt = 0
+    while True:
+        key = f"p{partition}.{salt}"
+        if route(key, workers) == owner:
+            return key
+        salt += 1
