@@ -24,21 +24,37 @@ from typing import Any
 import pandas as pd
 
 from clickhouse.store import Store
-from schemas.scored import DECISIONS, VERDICTS
+from clickhouse.tables import APP_USERS as APP_USERS_TABLE
+from clickhouse.tables import CASE_ACTIONS as CASE_ACTIONS_TABLE
+from clickhouse.tables import action_row, app_user_row
+from schemas.cases import CASE_NS, CASE_STATUSES, AppUser, CaseAction
+from schemas.scored import DECISIONS, VERDICTS, Decision, Reason, rules_version_of
 
 __all__ = [
+    "CASE_ALERTS",
     "STATUSES",
     "AlertFilter",
+    "CaseFilter",
     "Kpis",
     "alert_by_id",
+    "alert_cases",
     "alerts_csv",
+    "app_users",
     "bucket_seconds",
+    "case_alerts",
+    "case_history",
+    "case_queue",
+    "case_summary",
     "data_bounds",
+    "decision_by_txn",
     "kpis",
     "latest_alerts",
+    "open_cases",
     "review_backlog",
     "risk_distribution",
     "rule_hits",
+    "save_app_user",
+    "save_case_actions",
     "top_flagged_users",
     "user_alerts",
     "user_profile",
@@ -298,7 +314,7 @@ SELECT a.alert_id AS alert_id, a.ts AS ts, a.user_id AS user_id, a.txn_id AS txn
            AS reasons,
        a.anomaly_score AS anomaly_score, a.created_at AS created_at,
        if(r.alert_id = '', 'open', r.verdict) AS status, r.assignee AS assignee,
-       r.note AS note, r.last_at AS reviewed_at
+       r.note AS note, if(r.alert_id = '', NULL, r.last_at) AS reviewed_at
 FROM {db}.alerts AS a FINAL
 LEFT JOIN (SELECT alert_id, argMax(verdict, reviewed_at) AS verdict,
                   argMax(assignee, reviewed_at) AS assignee,
@@ -434,3 +450,312 @@ def user_alerts(store: Store, user_id: str, limit: int = 200) -> pd.DataFrame:
         "LIMIT {limit:UInt32}",
         {"user": user_id, "limit": limit},
     )
+
+
+# --- decision API -------------------------------------------------------------------
+
+
+def decision_by_txn(store: Store, txn_id: str) -> Decision | None:
+    """The stored decision of a transaction (Decision v1), or None if it is unknown: the
+    answer for a client that could not wait for the live one.  A full scan of the raw
+    table's key range: the table is ordered by hour and user, not by txn_id."""
+    rows = _rows(
+        store,
+        """SELECT txn_id, user_id, decision, risk_score, reasons, model_version, processed_at
+           FROM {db}.transactions FINAL WHERE txn_id = {txn:String}
+           ORDER BY processed_at LIMIT 1""",
+        {"txn": txn_id},
+    )
+    if not rows:
+        return None
+    txn, user, decision, risk, reasons, version, processed_at = rows[0]
+    if processed_at.tzinfo is None:
+        processed_at = processed_at.replace(tzinfo=UTC)
+    return Decision(
+        txn,
+        user,
+        decision,
+        float(risk),
+        tuple(Reason(*r) if isinstance(r, tuple) else Reason(**r) for r in reasons),
+        version,
+        rules_version_of(version),
+        processed_at.astimezone(UTC),
+    )
+
+
+# --- cases ------------------------------------------------------------------------
+# A case is derived at read time from alerts and case_actions (see schemas.cases): a
+# closed case is the alerts its close action lists; the open case of a user is every
+# other alert of that user; case_id = uuid5(f"{seq}:{user_id}") computed here in SQL
+# exactly as schemas.cases.case_id_for does in Python.
+
+
+def _uuid5_sql(hex_expr: str) -> str:
+    """A uuid5 string from ``hex_expr``, the lowercase hex of the name's SHA-1 (first
+    16 bytes): version nibble 5, variant bits 10 (RFC 4122)."""
+    h = hex_expr
+    return (
+        f"concat(substring({h}, 1, 8), '-', substring({h}, 9, 4), '-5', substring({h}, 14, 3),"
+        f" '-', substring('89ab', (position('0123456789abcdef', substring({h}, 17, 1)) - 1)"
+        f" % 4 + 1, 1), substring({h}, 18, 3), '-', substring({h}, 21, 12))"
+    )
+
+
+_CASE_NS_HEX = CASE_NS.hex
+
+_CLOSES = """(SELECT case_id, any(user_id) AS user_id, any(seq) AS seq,
+                     groupUniqArrayArray(alert_ids) AS members, min(at) AS closed_at
+              FROM {db}.case_actions FINAL WHERE action = 'close' GROUP BY case_id)"""
+
+CASE_ALERTS = f"""
+SELECT alert_id, user_id, txn_id, card_id, merchant_id, ts, created_at, amount, currency,
+       amount_usd, risk_score, decision, codes, reasons,
+       if(closed_case != '', closed_case, {_uuid5_sql("h")}) AS case_id,
+       if(closed_case != '', closed_seq, open_seq) AS seq
+FROM (
+    SELECT a.alert_id AS alert_id, a.user_id AS user_id, a.txn_id AS txn_id,
+           a.card_id AS card_id, a.merchant_id AS merchant_id, a.ts AS ts,
+           a.created_at AS created_at, a.amount AS amount, a.currency AS currency,
+           a.features['amount_usd'] AS amount_usd, a.risk_score AS risk_score,
+           a.decision AS decision, arrayMap(x -> x.code, a.reasons) AS codes,
+           a.reasons AS reasons,
+           m.case_id AS closed_case, m.seq AS closed_seq, n.closed + 1 AS open_seq,
+           lower(hex(substring(SHA1(concat(unhex('{_CASE_NS_HEX}'), toString(n.closed + 1),
+                                            ':', a.user_id)), 1, 16))) AS h
+    FROM {{db}}.alerts AS a FINAL
+    LEFT JOIN (SELECT arrayJoin(members) AS alert_id, any(case_id) AS case_id,
+                      any(seq) AS seq
+               FROM {_CLOSES} GROUP BY alert_id) AS m ON m.alert_id = a.alert_id
+    LEFT JOIN (SELECT user_id, count() AS closed FROM {_CLOSES} GROUP BY user_id) AS n
+           ON n.user_id = a.user_id
+)
+"""
+"""Every alert with its case (case_id, seq): the membership every case query reads."""
+
+_CASE_STATE = """
+SELECT case_id,
+       argMaxIf(assignee, at, action IN ('claim', 'assign')) AS assignee,
+       argMaxIf(verdict, at, action = 'verdict') AS last_verdict,
+       countIf(action = 'close') > 0 AS is_closed,
+       minIf(at, action = 'close') AS closed_at,
+       max(at) AS last_action_at
+FROM {db}.case_actions FINAL GROUP BY case_id
+"""
+
+_LATEST_VERDICT = """
+SELECT alert_id, argMax(verdict, reviewed_at) AS verdict,
+       argMax(assignee, reviewed_at) AS reviewer, argMax(note, reviewed_at) AS note,
+       max(reviewed_at) AS last_reviewed_at
+FROM {db}.alert_reviews GROUP BY alert_id
+"""
+
+CASE_STATUS_SQL = (
+    "if(s.is_closed, 'closed', if(s.last_verdict = 'escalated', 'escalated',"
+    " if(s.assignee != '', 'claimed', 'open')))"
+)
+
+_CASES = f"""
+SELECT c.case_id AS case_id, any(c.user_id) AS user_id, any(c.seq) AS seq,
+       count() AS alerts, min(c.ts) AS first_ts, max(c.ts) AS last_ts,
+       min(c.created_at) AS opened_at, max(c.risk_score) AS max_risk,
+       sum(c.amount_usd) AS total_usd, countIf(c.decision = 'block') AS blocks,
+       arraySort(groupUniqArrayArray(c.codes)) AS codes,
+       arraySort(groupUniqArray(c.card_id)) AS cards,
+       arraySort(groupUniqArray(c.merchant_id)) AS merchants,
+       groupArray(c.txn_id) AS txn_ids, groupArray(c.alert_id) AS alert_ids,
+       countIf(r.verdict IN ('confirmed_fraud', 'false_positive')) AS judged,
+       any(s.assignee) AS assignee, any({CASE_STATUS_SQL}) AS status,
+       any(s.closed_at) AS closed_at, any(s.is_closed) AS is_closed
+FROM ({CASE_ALERTS}) AS c
+LEFT JOIN ({_LATEST_VERDICT}) AS r ON r.alert_id = c.alert_id
+LEFT JOIN ({_CASE_STATE}) AS s ON s.case_id = c.case_id
+GROUP BY c.case_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFilter:
+    """The case queue's filters; None / empty mean "any".  The time range keeps cases
+    with an alert in ``[start, end)`` (event time); the case's figures cover all of it."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    statuses: tuple[str, ...] = ("open", "claimed", "escalated")
+    decisions: tuple[str, ...] = ()
+    rule: str | None = None
+    min_usd: float | None = None
+    max_usd: float | None = None
+    assignee: str | None = None
+    search: str | None = None
+    case_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.start is None) != (self.end is None):
+            raise ValueError("give both start and end, or neither")
+        if self.start is not None and self.end is not None:
+            _range(self.start, self.end)
+        if bad := set(self.statuses) - set(CASE_STATUSES):
+            raise ValueError(f"statuses: unknown {sorted(bad)}; expected {CASE_STATUSES}")
+        if bad := set(self.decisions) - {"review", "block"}:
+            raise ValueError(f"decisions: unknown {sorted(bad)}; expected review, block")
+        if self.min_usd is not None and self.max_usd is not None and self.min_usd > self.max_usd:
+            raise ValueError(f"min_usd={self.min_usd} is above max_usd={self.max_usd}")
+
+    def having(self) -> tuple[str, dict[str, Any]]:
+        conds = ["1"]
+        p: dict[str, Any] = {}
+        if self.start is not None and self.end is not None:
+            conds += [f"last_ts >= {{start:{_TS}}}", f"first_ts < {{end:{_TS}}}"]
+            p.update(_range(self.start, self.end))
+        if self.statuses:
+            conds.append("status IN {statuses:Array(String)}")
+            p["statuses"] = list(self.statuses)
+        if set(self.decisions) == {"block"}:
+            conds.append("blocks > 0")
+        elif set(self.decisions) == {"review"}:
+            conds.append("blocks < alerts")
+        if self.rule:
+            conds.append("has(codes, {rule:String})")
+            p["rule"] = self.rule
+        if self.min_usd is not None:
+            conds.append("total_usd >= {min_usd:Float64}")
+            p["min_usd"] = self.min_usd
+        if self.max_usd is not None:
+            conds.append("total_usd <= {max_usd:Float64}")
+            p["max_usd"] = self.max_usd
+        if self.assignee:
+            conds.append("assignee = {assignee:String}")
+            p["assignee"] = self.assignee
+        if self.case_ids:
+            conds.append("case_id IN {case_ids:Array(String)}")
+            p["case_ids"] = list(self.case_ids)
+        if self.search:
+            conds.append(
+                "(positionCaseInsensitiveUTF8(user_id, {q:String}) > 0 OR has(cards, {q:String})"
+                " OR has(merchants, {q:String}) OR has(txn_ids, {q:String})"
+                " OR arrayExists(x -> positionCaseInsensitiveUTF8(x, {q:String}) > 0, codes))"
+            )
+            p["q"] = self.search
+        return " AND ".join(conds), p
+
+
+def case_queue(store: Store, f: CaseFilter, limit: int = 5000) -> pd.DataFrame:
+    """Cases matching ``f`` by priority: cases with a block first, then risk × amount at
+    stake (max risk × total USD), then the oldest.  Columns: case_id, user_id, seq,
+    alerts, first_ts, last_ts, opened_at, max_risk, total_usd, blocks, codes, cards,
+    merchants, txn_ids, alert_ids (same order), judged, assignee, status, closed_at,
+    is_closed, priority."""
+    having, p = f.having()
+    return _df(
+        store,
+        f"""SELECT *, max_risk * total_usd AS priority FROM ({_CASES})
+            WHERE {having}
+            ORDER BY blocks > 0 DESC, priority DESC, opened_at, case_id
+            LIMIT {{limit:UInt32}}""",
+        {**p, "limit": limit},
+    )
+
+
+def open_cases(store: Store) -> int:
+    """Cases not closed yet (open, claimed or escalated), any time."""
+    ((n,),) = _rows(store, f"SELECT count() FROM ({_CASES}) WHERE NOT is_closed", {})
+    return int(n)
+
+
+def case_summary(store: Store, case_id: str) -> dict[str, Any] | None:
+    """One case's row of :func:`case_queue` as a dict (None when no alert is in it)."""
+    df = _df(
+        store,
+        f"SELECT *, max_risk * total_usd AS priority FROM ({_CASES}) WHERE case_id = {{c:String}}",
+        {"c": case_id},
+    )
+    return None if df.empty else df.iloc[0].to_dict()
+
+
+def case_alerts(store: Store, case_id: str) -> pd.DataFrame:
+    """The case's alerts in time order with everything an investigator needs: the
+    transaction (merchant, category, channel, device, IP, location, features), every
+    reason with its detail, and the alert's latest verdict."""
+    return _df(
+        store,
+        f"""SELECT c.alert_id AS alert_id, c.txn_id AS txn_id, c.ts AS ts,
+                   c.created_at AS created_at, c.amount AS amount, c.currency AS currency,
+                   c.amount_usd AS amount_usd, c.risk_score AS risk_score,
+                   c.decision AS decision, c.card_id AS card_id,
+                   c.merchant_id AS merchant_id,
+                   arrayStringConcat(c.codes, ', ') AS rules,
+                   arrayStringConcat(arrayMap(x -> concat(x.code, ' (',
+                       toString(round(x.contribution, 2)), '): ', x.detail), c.reasons), '\n')
+                       AS reasons,
+                   t.merchant_category AS merchant_category, t.channel AS channel,
+                   t.country AS country, t.device_id AS device_id, t.ip AS ip,
+                   t.lat AS lat, t.lon AS lon,
+                   arrayStringConcat(arrayMap((k, v) -> concat(k, '=', toString(round(v, 3))),
+                       mapKeys(t.features), mapValues(t.features)), ', ') AS features,
+                   if(r.alert_id = '', 'open', r.verdict) AS status, r.reviewer AS reviewer,
+                   r.note AS note, r.last_reviewed_at AS reviewed_at
+            FROM ({CASE_ALERTS}) AS c
+            LEFT JOIN (SELECT txn_id, merchant_category, channel, country, device_id, ip,
+                              lat, lon, features
+                       FROM {{db}}.transactions FINAL
+                       WHERE txn_id IN (SELECT txn_id FROM ({CASE_ALERTS})
+                                        WHERE case_id = {{c:String}})) AS t
+                   ON t.txn_id = c.txn_id
+            LEFT JOIN ({_LATEST_VERDICT}) AS r ON r.alert_id = c.alert_id
+            WHERE c.case_id = {{c:String}}
+            ORDER BY c.ts, c.alert_id""",
+        {"c": case_id},
+    )
+
+
+def case_history(store: Store, case_id: str) -> pd.DataFrame:
+    """The case's audit trail, oldest first: when, who, what, for whom, verdict, how
+    many alerts, note."""
+    return _df(
+        store,
+        """SELECT at, actor, action, assignee, verdict, length(alert_ids) AS alerts,
+                  alert_ids, note, action_id
+           FROM {db}.case_actions FINAL WHERE case_id = {c:String}
+           ORDER BY at, action_id""",
+        {"c": case_id},
+    )
+
+
+def save_case_actions(store: Store, actions: list[CaseAction]) -> None:
+    """Append analyst actions to the audit trail (one insert)."""
+    store.insert(CASE_ACTIONS_TABLE, [action_row(a) for a in actions])
+
+
+# --- analyst accounts -------------------------------------------------------------
+
+
+def app_users(store: Store) -> dict[str, tuple[str, str]]:
+    """Active accounts: name -> (role, password hash); the latest row per name wins."""
+    return {
+        n: (role, h)
+        for n, role, h, active in _rows(
+            store,
+            """SELECT name, argMax(role, created_at), argMax(password_hash, created_at),
+                      argMax(active, created_at)
+               FROM {db}.app_users FINAL GROUP BY name ORDER BY name""",
+            {},
+        )
+        if active
+    }
+
+
+def save_app_user(store: Store, user: AppUser) -> None:
+    """Append an account version (new user, new password, new role or disabled)."""
+    store.insert(APP_USERS_TABLE, [app_user_row(user)])
+
+
+def alert_cases(store: Store, alert_ids: list[str]) -> dict[str, str]:
+    """The case of each given alert: alert_id -> case_id."""
+    if not alert_ids:
+        return {}
+    rows = _rows(
+        store,
+        f"SELECT alert_id, case_id FROM ({CASE_ALERTS}) WHERE alert_id IN {{ids:Array(String)}}",
+        {"ids": list(alert_ids)},
+    )
+    return {a: c for a, c in rows}

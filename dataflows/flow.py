@@ -5,8 +5,12 @@
     input ─▶ parse+validate ─┬─ bad ─▶ dlq_sink (DeadLetter: original bytes + reason)
                              └─ ok ─▶ key by shard = crc32(user_id) % shards
                                       ─▶ score (stateful_batch: per-user state + HST)
-                                      ─┬─▶ row_sink (every ScoredTransaction)
+                                      ─┬─▶ decision_sink (Decision v1, every event)
+                                       ├─▶ row_sink (every ScoredTransaction)
                                        └─▶ alerts (review/block) ─▶ alert_sink (Alert v1)
+
+A duplicate txn_id of a user is answered with its first decision (a ``Replayed``, see
+:mod:`dataflows.detection.idempotency`): it reaches the decision sink only.
 
 Users are grouped into ``shards`` keyed by a stable crc32 (Python's ``hash()`` differs
 per process, which would scatter a user's state across a cluster).  A shard owns its
@@ -33,12 +37,19 @@ from bytewax.outputs import Sink
 
 from dataflows.connectors import metrics
 from dataflows.connectors.encoded import Encoded
-from dataflows.connectors.kafka import alert_message, dlq_encoder, kafka_sink, kafka_source
+from dataflows.connectors.kafka import (
+    alert_message,
+    decision_message,
+    dlq_encoder,
+    kafka_sink,
+    kafka_source,
+)
 from dataflows.connectors.local import StoppableSource
+from dataflows.detection.idempotency import FinalDecisions, on_final
 from dataflows.detection.learner import DelayedLearner, on_learner_events
 from dataflows.detection.merchants import MerchantLabel, MerchantShard, on_events, parse_label
 from dataflows.detection.scoring import Shard, new_shard, score_batch
-from schemas.scored import Alert, DeadLetter, ScoredTransaction
+from schemas.scored import Alert, DeadLetter, Decision, Replayed, ScoredTransaction
 from schemas.settings import Settings
 from schemas.transaction import DecodeError, Label, Transaction, decode_event
 from schemas.units import DAY_MS, utc_now
@@ -224,6 +235,7 @@ def build_flow(
     clock: Callable[[], datetime] = utc_now,
     flow_id: str = "fraud",
     labels: Source[Any] | None = None,
+    decision_sink: Sink[Any] | Encoded[Decision] | None = None,
 ) -> Dataflow:
     """The detection dataflow. ``clock`` stamps processed_at/created_at (inject in tests).
 
@@ -258,6 +270,11 @@ def build_flow(
     scored: Stream[ScoredTransaction] = ok.trues
     if labels is not None:
         scored = _feedback_steps(flow, s, scored, labels, clock, dlq_sink)
+        keyed_final = op.key_on("final_shard", scored, lambda x: shard_of(x.txn.user_id, shards))
+        scored = stateful_step("final", keyed_final, FinalDecisions, on_final, snapshots)
+    if decision_sink is not None:
+        _emit("decisions_out", op.map("decisions", scored, Decision.from_scored), decision_sink)
+    scored = op.filter("first_seen", scored, lambda x: type(x) is not Replayed)
     scored = op.flat_map_batch("count_scored", scored, metrics.count_scored)
     _emit("rows", scored, row_sink)
     alerts = op.filter_map("alerts", scored, lambda x: Alert.from_scored(x) if x.flagged else None)
@@ -315,7 +332,8 @@ def kafka_flow(
     stop: Any = None,
     dlq_store: Sink[Any] | Encoded[DeadLetter] | None = None,
 ) -> Dataflow:
-    """The production flow: ``transactions`` → score → ``fraud-alerts`` / DLQ / rows.
+    """The production flow: ``transactions`` → score → ``fraud-decisions`` /
+    ``fraud-alerts`` / DLQ / rows.
 
     Reads every partition from the recovered position (or the beginning); a consumer
     error on a message becomes a dead letter, not a crash.  With ``stop`` (a
@@ -338,4 +356,5 @@ def kafka_flow(
         clock=clock,
         flow_id="fraud_kafka",
         labels=labels,
+        decision_sink=Encoded(kafka_sink(s, s.topic_decisions), decision_message),
     )

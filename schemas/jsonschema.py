@@ -16,6 +16,8 @@ from schemas.scored import (
     ALERT_SPECS,
     ALERT_V1_SPECS,
     ALERT_VERSION,
+    DECISION_SPECS,
+    DECISION_VERSION,
     REVIEW_SPECS,
     REVIEW_VERSION,
 )
@@ -53,6 +55,9 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "alert-v1.json": json_schema_for("Alert", 1, ALERT_V1_SPECS),
         f"alert-v{ALERT_VERSION}.json": json_schema_for("Alert", ALERT_VERSION, ALERT_SPECS),
         f"review-v{REVIEW_VERSION}.json": json_schema_for("Review", REVIEW_VERSION, REVIEW_SPECS),
+        f"decision-v{DECISION_VERSION}.json": json_schema_for(
+            "Decision", DECISION_VERSION, DECISION_SPECS
+        ),
     }
 
 

@@ -30,22 +30,29 @@ __all__ = [
     "ALERT_VERSION",
     "DEAD_LETTER_SPECS",
     "DECISIONS",
+    "DECISION_SPECS",
+    "DECISION_VERSION",
     "REVIEW_SPECS",
     "REVIEW_VERSION",
     "SCORED_SPECS",
     "VERDICTS",
     "Alert",
     "DeadLetter",
+    "Decision",
     "Reason",
+    "Replayed",
     "Review",
     "ScoredTransaction",
     "alert_id_for",
     "decode_alert",
+    "decode_decision",
     "decode_review",
     "encode_alert",
+    "encode_decision",
     "encode_review",
     "label_json",
     "payload_sha256",
+    "rules_version_of",
 ]
 
 ALERT_VERSION = 2
@@ -121,6 +128,15 @@ class ScoredTransaction:
     @property
     def flagged(self) -> bool:
         return self.decision != "approve"
+
+
+@compact_pickle
+@dataclass(slots=True)
+class Replayed(ScoredTransaction):
+    """A duplicate input (a txn_id already scored for its user): it carries the first
+    decision, risk and reasons and touched no state.  It reaches the decisions topic
+    (a retried request gets its answer) but not the rows or alerts, which already hold the
+    first; its features and anomaly scores are empty."""
 
 
 def alert_id_for(txn_id: str) -> str:
@@ -286,6 +302,116 @@ def decode_alert(raw: bytes) -> Alert:
             "created_at": datetime.fromisoformat(d["created_at"]),
             "reasons": reasons,
         }
+    )
+
+
+DECISION_VERSION = 1
+
+DECISION_SPECS: tuple[FieldSpec, ...] = (
+    FieldSpec("txn_id", "id", "String", "The scored transaction (correlate requests on it)."),
+    FieldSpec("user_id", "id", "String", "Account holder (also the Kafka message key)."),
+    FieldSpec("decision", "enum", "LowCardinality(String)", "Decision.", choices=DECISIONS),
+    FieldSpec("risk_score", "float", "Float64", "Combined risk in [0, 1].", minimum=0, maximum=1),
+    FieldSpec(
+        "reasons",
+        "reasons",
+        REASONS_CH_TYPE,
+        "Rule hits and the anomaly model, largest contribution first.",
+    ),
+    FieldSpec(
+        "model_version",
+        "str",
+        "LowCardinality(String)",
+        "Rules, anomaly model and feedback-loop configuration that decided.",
+        max_len=256,
+    ),
+    FieldSpec("rules_version", "str", "LowCardinality(String)", "Version of the rule set."),
+    FieldSpec("processed_at", "ts", "DateTime64(3, 'UTC')", "When the flow decided."),
+    FieldSpec(
+        "schema_version",
+        "int",
+        "UInt8",
+        "Contract version.",
+        extra_json={"const": DECISION_VERSION},
+    ),
+)
+"""Decision v1: one per scored transaction on topic ``fraud-decisions`` and the body of
+the decision API's answers (which add ``timed_out`` and ``latency_ms``)."""
+
+
+def rules_version_of(model_version: str) -> str:
+    """The rule-set part of a model version (its first ``+``-separated component).
+
+    >>> rules_version_of("rules-v1+hst-t25h6w250s42+merchant-v1")
+    'rules-v1'
+    """
+    return model_version.split("+", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Decision v1 (see :data:`DECISION_SPECS`): what a payment path needs to act on."""
+
+    txn_id: str
+    user_id: str
+    decision: str
+    risk_score: float
+    reasons: tuple[Reason, ...]
+    model_version: str
+    rules_version: str
+    processed_at: datetime
+    schema_version: int = DECISION_VERSION
+
+    @classmethod
+    def from_scored(cls, s: ScoredTransaction) -> Decision:
+        return cls(
+            s.txn.txn_id,
+            s.txn.user_id,
+            s.decision,
+            s.risk_score,
+            s.reasons,
+            s.model_version,
+            rules_version_of(s.model_version),
+            s.processed_at,
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "txn_id": self.txn_id,
+            "user_id": self.user_id,
+            "decision": self.decision,
+            "risk_score": self.risk_score,
+            "reasons": [
+                {"code": r.code, "detail": r.detail, "contribution": r.contribution}
+                for r in self.reasons
+            ],
+            "model_version": self.model_version,
+            "rules_version": self.rules_version,
+            "processed_at": format_ts(self.processed_at),
+            "schema_version": self.schema_version,
+        }
+
+
+def encode_decision(d: Decision) -> bytes:
+    return orjson.dumps(d.to_json_dict())
+
+
+def decode_decision(raw: bytes | str) -> Decision:
+    """Parse Decision v1 JSON; raises ValueError (or KeyError) on a bad message.
+    Unknown extra properties are ignored (tolerant reader)."""
+    d = orjson.loads(raw)
+    if d.get("schema_version") != DECISION_VERSION:
+        raise ValueError(f"unsupported decision schema_version {d.get('schema_version')!r}")
+    reasons = tuple(Reason(r["code"], r["detail"], float(r["contribution"])) for r in d["reasons"])
+    return Decision(
+        d["txn_id"],
+        d["user_id"],
+        d["decision"],
+        float(d["risk_score"]),
+        reasons,
+        d["model_version"],
+        d["rules_version"],
+        datetime.fromisoformat(d["processed_at"]),
     )
 
 

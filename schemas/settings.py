@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     topic_alerts: str = Field("fraud-alerts", min_length=1, max_length=249)
     topic_dlq: str = Field("transactions-dlq", min_length=1, max_length=249)
     topic_feedback: str = Field("fraud-feedback", min_length=1, max_length=249)
+    topic_decisions: str = Field("fraud-decisions", min_length=1, max_length=249)
     partitions: int = Field(
         12,
         ge=1,
@@ -247,6 +248,18 @@ class Settings(BaseSettings):
     travel_min_km: float = Field(150.0, ge=0, description="Ignore hops shorter than this.")
     card_testing_usd: float = Field(5.0, gt=0, description="A 'small' test charge, in USD.")
     card_testing_count: int = Field(3, ge=2, description="Small charges in 10 min that hit.")
+    compromised_card_hours: float = Field(
+        72.0,
+        ge=0,
+        le=8760,
+        description="A card the rules blocked stays at risk this long (0 = off).",
+    )
+    compromised_card_usd: float = Field(
+        10.0,
+        ge=0,
+        description="On a card at risk, card-not-present charges above this are blocked; "
+        "smaller ones and card-present ones are reviewed.",
+    )
     unusual_hour_share: float = Field(
         0.02, ge=0, le=1, description="Local hours seen less often than this are unusual."
     )
@@ -293,6 +306,33 @@ class Settings(BaseSettings):
     dash_publish_feedback: bool = Field(
         True, description="Also publish verdicts to the feedback topic when brokers are set."
     )
+    dash_case_sla_minutes: int = Field(
+        60,
+        ge=1,
+        le=10080,
+        description="Case SLA: minutes from a case's first alert to a closing verdict.",
+    )
+    dash_secret_key: str = Field(
+        "",
+        description="Signs the dashboard's login cookies; empty = a random key per process "
+        "(sessions end on restart; set one for several gunicorn workers).",
+    )
+
+    # --- Decision API (fraud serve) -----------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_keys: str = Field(
+        "",
+        pattern=r"^$|^[^,\s]{16,}(,[^,\s]{16,})*$",
+        description="Accepted API keys, comma-separated, each a raw key (16+ characters) or "
+        "'sha256:<hex digest>' of one; empty = no authentication (local demo).",
+    )
+    decision_deadline_ms: int = Field(
+        150, ge=1, le=60_000, description="Longest an API request waits for the flow's decision."
+    )
+    decision_fallback: Literal["approve", "review"] = Field(
+        "review", description="The API's answer when the deadline passes (timed_out: true)."
+    )
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> Settings:
@@ -306,7 +346,7 @@ class Settings(BaseSettings):
     @property
     def model_version(self) -> str:
         """Identifies the scoring configuration on every row and alert."""
-        return f"rules-v1+hst-t{self.hst_trees}h{self.hst_height}w{self.hst_window}s{self.hst_seed}"
+        return f"rules-v2+hst-t{self.hst_trees}h{self.hst_height}w{self.hst_window}s{self.hst_seed}"
 
     def safe_dict(self) -> dict[str, Any]:
         """Settings for display (``fraud settings``), masked like a refusal."""

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 __all__ = [
     "ALERT_HEADERS",
+    "API_ERROR_CODES",
     "DECISIONS",
+    "DECISION_HEADERS",
+    "DECISION_TIMEOUT",
     "DLQ_CODES",
     "RULE_CODES",
     "VERDICTS",
@@ -29,6 +32,7 @@ RULE_CODES = (
     "new_country",
     "new_device",
     "unusual_hour",
+    "compromised_card",
     "anomaly",
 )
 """Reason codes of the label-free rules and the anomaly model, in display order.  The
@@ -60,3 +64,16 @@ ALERT_HEADERS = (
     ("schema", b"alert"),
 )
 """Kafka headers on every Alert message (``schema-version`` is added from the version)."""
+
+DECISION_HEADERS = (
+    ("content-type", b"application/json"),
+    ("schema", b"decision"),
+)
+"""Kafka headers on every Decision message (``schema-version`` is added from the version)."""
+
+API_ERROR_CODES = ("unauthorized", "unsupported_media_type", "too_large", "not_found")
+"""Codes of the decision API's own refusals (401, 415, 413, 404); a refused body (422)
+carries the dead-letter code of :data:`DLQ_CODES` the flow would have given it."""
+
+DECISION_TIMEOUT = "decision_timeout"
+"""Reason code of an API answer given by the fallback policy after the deadline."""

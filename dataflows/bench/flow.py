@@ -213,6 +213,7 @@ def end_to_end(s: Settings, n: int) -> float:
                 "topic_alerts": f"b-al-{tag}",
                 "topic_dlq": f"b-dlq-{tag}",
                 "topic_feedback": f"b-fb-{tag}",
+                "topic_decisions": f"b-dec-{tag}",
                 "partitions": 1,
                 "kafka_tail": False,
                 "clickhouse_url": f"chdb://{tmp}",

@@ -56,6 +56,7 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
             "topic_alerts": f"lat-alerts-{tag}",
             "topic_dlq": f"lat-dlq-{tag}",
             "topic_feedback": f"lat-fb-{tag}",
+            "topic_decisions": f"lat-dec-{tag}",
             "partitions": 1,
         }
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dataflows.cli import admin, measure, scoring, services, traffic
+from dataflows.cli import admin, measure, scoring, services, traffic, users
 from schemas.errors import ConfigError, FraudError
 
 __all__ = ["build_parser", "main"]
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         services.register_demo,
         scoring.register_simulate,
         services.register_dashboard,
+        services.register_serve,
         services.register_cluster,
         scoring.register_run,
         scoring.register_backfill,
@@ -36,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         measure.register_bench_store,
         measure.register_eval,
         measure.register_bench,
+        measure.register_bench_api,
         admin.register_settings,
         admin.register_schemas,
+        users.register_users,
     ):
         register(sub)
     return ap

@@ -28,6 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         s = s.model_copy(update={"dash_port": args.port})
         field = "--port"
     require_free_port(s.dash_host, s.dash_port, field)  # before the broker and the flow
+    require_free_port(s.api_host, s.api_port, "api_port (FRAUD_API_PORT)")
     # The demo shows alerts within 2 s of production: refresh every second and flush the
     # sink every 0.2 s unless the user chose otherwise (production defaults: 2 s, 0.5 s).
     # (a value from --set or the environment is in model_fields_set).
@@ -55,6 +56,36 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     print(f"Dashboard: http://{s.dash_host}:{s.dash_port}", flush=True)
     app.run(host=s.dash_host, port=s.dash_port, debug=False)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from dataflows.api.app import create_app
+    from dataflows.cli.common import kafka_settings, log_to_stderr
+
+    s = kafka_settings(args)
+    require_free_port(s.api_host, s.api_port, "api_port (FRAUD_API_PORT)")
+    log_to_stderr()
+    if not s.api_keys:
+        logging.getLogger("dataflows.api").warning(
+            "api_keys (FRAUD_API_KEYS) is empty: the decision API accepts every request"
+        )
+    print(f"Decision API: http://{s.api_host}:{s.api_port}/docs", flush=True)
+    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="info")
+    return 0
+
+
+def register_serve(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="the decision API: POST /v1/decisions answered by the flow within "
+        "FRAUD_DECISION_DEADLINE_MS (docs on /docs)",
+    )
+    add_common(p)
+    p.set_defaults(fn=cmd_serve)
 
 
 def register_demo(sub: Any) -> None:

@@ -26,16 +26,19 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from schemas.errors import ConfigError, FraudError
 from schemas.scored import (
     ALERT_VERSION,
+    DECISION_VERSION,
     Alert,
     DeadLetter,
+    Decision,
     Review,
     encode_alert,
+    encode_decision,
     encode_review,
     payload_sha256,
 )
 from schemas.settings import Settings
 from schemas.units import format_ts
-from schemas.vocab import ALERT_HEADERS
+from schemas.vocab import ALERT_HEADERS, DECISION_HEADERS
 
 __all__ = [
     "BrokerWatch",
@@ -47,6 +50,7 @@ __all__ = [
     "client_hooks",
     "consumer_config",
     "create_topics",
+    "decision_message",
     "dlq_encoder",
     "dlq_message",
     "feedback_publisher",
@@ -314,7 +318,7 @@ def _config_value(v: Any) -> Any:
 
 
 def create_topics(s: Settings, timeout_s: float = 15.0) -> dict[str, str]:
-    """Create the four topics with the configured partitions; existing ones are kept.
+    """Create the five topics with the configured partitions; existing ones are kept.
 
     Returns topic → "created" | "exists".  No brokers configured is a ConfigError; none
     reachable a one-line FraudError (at once when nothing listens, else after
@@ -325,7 +329,13 @@ def create_topics(s: Settings, timeout_s: float = 15.0) -> dict[str, str]:
     if why is not None:
         raise FraudError(f"Kafka broker unreachable: {why}")
     admin = AdminClient({"bootstrap.servers": ",".join(servers), **client_hooks(s)})
-    names = [s.topic_transactions, s.topic_alerts, s.topic_dlq, s.topic_feedback]
+    names = [
+        s.topic_transactions,
+        s.topic_alerts,
+        s.topic_dlq,
+        s.topic_feedback,
+        s.topic_decisions,
+    ]
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as e:
@@ -363,6 +373,16 @@ def alert_message(a: Alert) -> KafkaSinkMessage[bytes, bytes]:
         key=a.user_id.encode(),
         value=encode_alert(a),
         headers=[*ALERT_HEADERS, ("schema-version", str(ALERT_VERSION).encode())],
+    )
+
+
+def decision_message(d: Decision) -> KafkaSinkMessage[bytes, bytes]:
+    """Decision v1 keyed by user_id, with contract headers: every scored transaction's
+    answer, read by the decision API replicas and any in-line consumer."""
+    return KafkaSinkMessage(
+        key=d.user_id.encode(),
+        value=encode_decision(d),
+        headers=[*DECISION_HEADERS, ("schema-version", str(DECISION_VERSION).encode())],
     )
 
 

@@ -1,4 +1,5 @@
-"""The one-command embedded demo: broker -> topics -> generator -> dataflow -> chDB -> Dash.
+"""The one-command embedded demo: broker -> topics -> generator -> dataflow -> chDB -> Dash,
+and the decision API (``fraud serve``) beside them.
 
 Everything runs from this one process except the broker (tansu, a child process in its
 own session, killed on exit).  chDB locks its data directory to one process, so the
@@ -121,6 +122,15 @@ def _serve(app: Any, host: str, port: int, c: _Counters) -> None:
         _thread.interrupt_main()
 
 
+def _start_api(s: Settings) -> Any:
+    """The decision API in this process (it reads stored decisions from the chDB this
+    process owns), answered by the demo's flow."""
+    from dataflows.api.app import create_app, start_server
+
+    app = create_app(s, store=lambda: Store.from_settings(s))
+    return start_server(app, s.api_host, s.api_port)
+
+
 def run_demo(
     s: Settings,
     cfg: GeneratorConfig,
@@ -179,7 +189,12 @@ def run_demo(
         threading.Thread(
             target=_serve, args=(app, s.dash_host, s.dash_port, c), daemon=True, name="dash"
         ).start()
-        print(f"\nDashboard: {url}  (Ctrl-C stops everything)\n", flush=True)
+        api = _start_api(s)
+        print(
+            f"\nDashboard: {url}  (Ctrl-C stops everything)"
+            f"\nDecision API: http://{s.api_host}:{s.api_port}/docs\n",
+            flush=True,
+        )
         threading.Thread(
             target=_generate, args=(s, cfg, rate, c), daemon=True, name="generator"
         ).start()
@@ -210,6 +225,8 @@ def run_demo(
                 raise
     finally:
         c.stop.set()
+        if "api" in locals():
+            api.should_exit = True
         if broker is not None:
             broker.stop()
     lags = sorted(c.lags)

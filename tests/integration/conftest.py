@@ -38,12 +38,19 @@ def kafka_settings(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> It
         topic_alerts=f"alerts-{tag}",
         topic_dlq=f"dlq-{tag}",
         topic_feedback=f"fb-{tag}",
+        topic_decisions=f"dec-{tag}",
         kafka_tail=False,
     )
     create_topics(s)
     yield s
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    topics = [s.topic_transactions, s.topic_alerts, s.topic_dlq, s.topic_feedback]
+    topics = [
+        s.topic_transactions,
+        s.topic_alerts,
+        s.topic_dlq,
+        s.topic_feedback,
+        s.topic_decisions,
+    ]
     for fut in admin.delete_topics(topics, operation_timeout=10).values():
         try:
             fut.result()

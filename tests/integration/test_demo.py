@@ -40,8 +40,9 @@ def _stored(path: Path) -> tuple[int, int, str, str, int]:
 
 
 def _demo(path: Path, seconds: int, *extra: str) -> tuple[str, list[int]]:
-    """Run ``fraud demo`` for ``seconds``; poll the dashboard's pages while it runs."""
-    port = free_port()
+    """Run ``fraud demo`` for ``seconds``; poll the dashboard's pages while it runs, and
+    ask its decision API for a decision (its answer's status is the last code)."""
+    port, api_port = free_port(), free_port()
     proc = subprocess.Popen(
         # 5 % fraud: 20 s at 150 tx/s is ~3,000 events, and at the demo's 2 % a run
         # could end before any fraud incident had fired a rule (seen once in CI).
@@ -60,6 +61,8 @@ def _demo(path: Path, seconds: int, *extra: str) -> tuple[str, list[int]]:
             "0.05",
             "--set",
             f"clickhouse_url=chdb://{path}",
+            "--set",
+            f"api_port={api_port}",
             *extra,
         ],
         cwd=ROOT,
@@ -68,6 +71,7 @@ def _demo(path: Path, seconds: int, *extra: str) -> tuple[str, list[int]]:
         text=True,
     )
     codes: list[int] = []
+    api: list[dict] = []
     deadline = time.monotonic() + seconds + 60
     while proc.poll() is None and time.monotonic() < deadline:
         for page in ("/", "/alerts", "/_dash-layout"):
@@ -76,10 +80,37 @@ def _demo(path: Path, seconds: int, *extra: str) -> tuple[str, list[int]]:
                     codes.append(r.status)
             except OSError:
                 pass
+        if not api:
+            api += _decide(api_port)
         time.sleep(1)
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out[-3000:]
+    assert api and api[0]["txn_id"] == f"demo-curl-{api_port}", api
     return out, codes
+
+
+def _decide(port: int) -> list[dict]:
+    """The README's curl against the demo: a decision from the running flow (or []).
+    Event time now: an event older than ``user_ttl_days`` behind the demo's stream would
+    find its user's state (and so its first decision) evicted."""
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from tests.conftest import txn_bytes
+
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/decisions",
+        data=txn_bytes(txn_id=f"demo-curl-{port}", user_id="demo-user", ts=now),
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            answer = orjson.loads(r.read())
+    except OSError:
+        return []
+    return [answer] if not answer["timed_out"] else []
 
 
 def _alive(pattern: str) -> bool:

@@ -15,7 +15,15 @@ def test_dataflows_top_level_holds_only_flow_main_and_subpackages() -> None:
     modules = sorted(p.name for p in top.glob("*.py"))
     assert modules == ["__init__.py", "flow.py", "main.py"]
     subpackages = sorted(p.parent.name for p in top.glob("*/__init__.py"))
-    assert subpackages == ["bench", "cli", "connectors", "detection", "evaluation", "services"]
+    assert subpackages == [
+        "api",
+        "bench",
+        "cli",
+        "connectors",
+        "detection",
+        "evaluation",
+        "services",
+    ]
 
 
 def _reads_env(tree: ast.AST) -> list[int]:
@@ -43,6 +51,7 @@ def test_only_settings_read_the_environment() -> None:
     allowed = {
         # hands the settings to a `python -m bytewax.run` child as FRAUD_* variables
         "dataflows/bench/latency.py",
+        "dataflows/bench/api.py",
         # starts the cluster's bytewax processes with the settings as FRAUD_* variables
         "dataflows/services/cluster.py",
     }

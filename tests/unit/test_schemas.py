@@ -128,6 +128,19 @@ def test_alert_json_matches_published_schema_fields() -> None:
     assert set(doc["required"]) <= set(payload)
 
 
+def test_decision_roundtrip_matches_its_published_schema() -> None:
+    from schemas.scored import DECISION_SPECS, Decision, decode_decision, encode_decision
+
+    d = Decision.from_scored(_scored())
+    assert (d.txn_id, d.rules_version, d.schema_version) == ("t7", "v", 1)
+    raw = encode_decision(d)
+    assert decode_decision(raw) == d
+    doc = json.loads((SCHEMA_DIR / "decision-v1.json").read_text())
+    assert set(orjson.loads(raw)) == set(doc["properties"]) == {s.name for s in DECISION_SPECS}
+    with pytest.raises(ValueError, match="schema_version"):
+        decode_decision(raw.replace(b'"schema_version":1', b'"schema_version":2'))
+
+
 def test_review_roundtrip_and_validation() -> None:
     r = Review(
         "a1",
@@ -155,6 +168,7 @@ CONTRACT_SHA256 = {
     "transaction-v1.json": "7c4a39f62eb940056bb815854b568e86b0c136961055f69d39e28c0dd8c887a8",
     "transaction-v2.json": "3030d3e08be23197780566a4cc179e812d95b2ebcbd05e91ba51c1125f89a5b8",
     "review-v1.json": "e6c78df4aec12e6669838bd7706f1025d29ee6b05fa64853034c7905ff166ad5",
+    "decision-v1.json": "da9f28851918bfbd9bb6669a9d78c49780f8de30150afbac750477764ca378ab",
 }
 
 

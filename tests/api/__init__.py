@@ -1,0 +1,1 @@
+"""The decision API against a real uvicorn server, broker, flow and ClickHouse."""
