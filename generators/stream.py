@@ -14,7 +14,7 @@ import numpy as np
 from generators.population import make_population
 from generators.synth import Chunk, GeneratorConfig, generate_chunks, iter_json
 
-__all__ = ["Pacer", "Progress", "event_stream", "write_jsonl", "write_parquet"]
+__all__ = ["Pacer", "Progress", "arrival", "event_stream", "write_jsonl", "write_parquet"]
 
 
 class Pacer:
@@ -63,11 +63,30 @@ class Progress:
         )
 
 
-def event_stream(cfg: GeneratorConfig, count: int | None = None) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) JSON events of a seeded population, at most ``count`` of them."""
+def event_stream(
+    cfg: GeneratorConfig, count: int | None = None, jitter_s: float = 0.0
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) JSON events of a seeded population, at most ``count`` of them.
+
+    ``jitter_s`` > 0 shuffles the arrival order: each event arrives as if stamped within
+    ±``jitter_s`` of its event time (seeded; the events themselves are unchanged), the
+    out-of-order delivery of several producers and partitions.  An event then arrives at
+    most 2 × ``jitter_s`` after a later-stamped one: keep that within ``lateness_s``.
+    """
     pop = make_population(cfg.users, cfg.seed)
-    events = (kv for ch in generate_chunks(pop, cfg) for kv in iter_json(ch))
+    chunks = generate_chunks(pop, cfg)
+    if jitter_s > 0:
+        rng = np.random.default_rng(cfg.seed + 3)
+        events = (kv for ch in chunks for kv in iter_json(ch, order=arrival(ch, jitter_s, rng)))
+    else:
+        events = (kv for ch in chunks for kv in iter_json(ch))
     return itertools.islice(events, count) if count is not None else events
+
+
+def arrival(chunk: Chunk, jitter_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``chunk`` in arrival order: by event time ± a uniform ``jitter_s``."""
+    jitter = rng.uniform(-jitter_s * 1000.0, jitter_s * 1000.0, len(chunk))
+    return np.argsort(chunk.ts_ms + jitter, kind="stable")
 
 
 def write_jsonl(
@@ -89,10 +108,13 @@ def write_jsonl(
 
 
 def chunk_table(chunk: Chunk):  # -> pyarrow.Table
-    """Columnar Transaction v1 (+ label columns) of a chunk, for Parquet."""
+    """Columnar Transaction v1/v2 (+ label columns) of a chunk, for Parquet: an event
+    without a location has null ``lat``/``lon`` and ``schema_version`` 2."""
     import pyarrow as pa
 
     ts = chunk.ts_ms.astype("datetime64[ms]")
+    lat, lon = chunk.lat.astype(float), chunk.lon.astype(float)
+    missing = np.isnan(lat)
     return pa.table(
         {
             "txn_id": pa.array(chunk.txn_id, pa.string()),
@@ -103,13 +125,13 @@ def chunk_table(chunk: Chunk):  # -> pyarrow.Table
             "merchant_category": pa.array(chunk.category.astype(str)).dictionary_encode(),
             "amount": pa.array(chunk.amount.astype(float)),
             "currency": pa.array(chunk.currency.astype(str)).dictionary_encode(),
-            "lat": pa.array(chunk.lat.astype(float)),
-            "lon": pa.array(chunk.lon.astype(float)),
+            "lat": pa.array(lat, mask=missing),
+            "lon": pa.array(lon, mask=missing),
             "country": pa.array(chunk.country.astype(str)).dictionary_encode(),
             "channel": pa.array(chunk.channel.astype(str)).dictionary_encode(),
             "device_id": pa.array(chunk.device, pa.string()),
             "ip": pa.array(chunk.ip, pa.string()),
-            "schema_version": pa.array(np.ones(len(chunk), np.uint8)),
+            "schema_version": pa.array(np.where(missing, 2, 1).astype(np.uint8)),
             "is_fraud": pa.array(chunk.is_fraud.astype(bool)),
             "pattern": pa.array(chunk.pattern, pa.string()),
         }

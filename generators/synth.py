@@ -20,8 +20,25 @@ stealth_ecom        subtle: 2-3 e-commerce purchases hours apart on a new device
                     rule fires, the anomaly model should notice the combination
 ==================  ================================================================
 
-The same seed gives the same stream.  Chunks are sorted by event time; an incident that
-runs past its chunk's end is carried into the next chunk, so the stream stays ordered.
+Scenario patterns (opt-in: ``GeneratorConfig(patterns=PATTERNS)``), each testing how
+detection carries what it learnt from one transaction to the next:
+
+====================  ==============================================================
+card_testing_cashout  a card-testing burst, then one large e-commerce charge on the
+                      same card: 1-8 min after the burst (half the episodes) or 1-36 h
+                      later, when the burst is out of every velocity window
+holder_returns_home   a cloned card used at a POS >= 3,000 km away minutes after the
+                      holder's purchase at home, then the holder shopping at home again
+                      1-48 h later; the holder's two purchases are genuine but carry
+                      the pattern in their label, so the return home can be measured
+cnp_no_location       2-4 e-commerce purchases without any location (Transaction v2),
+                      from another town and a new device, 5-20x the typical amount
+====================  ==============================================================
+
+The default ``patterns`` are the first six, so a seed gives the same stream as before
+the scenarios existed.  The same seed gives the same stream.  Chunks are sorted by event
+time; an incident that runs past its chunk's end is carried into the next chunk, so the
+stream stays ordered (see :func:`generators.stream.event_stream` for a shuffled one).
 """
 
 from __future__ import annotations
@@ -38,7 +55,15 @@ from generators.population import MERCHANTS_PER_TOWN, ONLINE_MERCHANTS, Populati
 from schemas.currency import USD_PER_UNIT
 from schemas.units import haversine_km, iso_ms
 
-__all__ = ["PATTERNS", "Chunk", "GeneratorConfig", "generate_chunks", "iter_json"]
+__all__ = [
+    "CLASSIC_PATTERNS",
+    "PATTERNS",
+    "SCENARIO_PATTERNS",
+    "Chunk",
+    "GeneratorConfig",
+    "generate_chunks",
+    "iter_json",
+]
 
 PATTERNS = (
     "impossible_travel",
@@ -47,9 +72,15 @@ PATTERNS = (
     "account_takeover",
     "amount_spike",
     "stealth_ecom",
+    "card_testing_cashout",
+    "holder_returns_home",
+    "cnp_no_location",
 )
 RULE_PATTERNS = PATTERNS[:5]
 """Patterns a single explainable rule (or a co-occurrence of rules) is meant to catch."""
+CLASSIC_PATTERNS = PATTERNS[:6]
+"""The default mix (appending a pattern to it would change every seed's stream)."""
+SCENARIO_PATTERNS = PATTERNS[6:]
 _MEAN_EVENTS = {
     "impossible_travel": 1,
     "card_testing": 17.5,
@@ -57,8 +88,17 @@ _MEAN_EVENTS = {
     "account_takeover": 1,
     "amount_spike": 1,
     "stealth_ecom": 2.5,
+    "card_testing_cashout": 18.5,
+    "holder_returns_home": 1,
+    "cnp_no_location": 3,
 }
-_MIN_HISTORY = {"account_takeover": 20, "amount_spike": 20, "stealth_ecom": 20}
+_MIN_HISTORY = {
+    "account_takeover": 20,
+    "amount_spike": 20,
+    "stealth_ecom": 20,
+    "holder_returns_home": 20,
+    "cnp_no_location": 20,
+}
 """Profile-based patterns need a victim with history, as they would in real life."""
 CHANNEL_ATM_SHARE = 0.05
 
@@ -73,7 +113,7 @@ class GeneratorConfig:
     start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
     chunk_events: int = 20_000
     id_prefix: str = ""
-    patterns: tuple[str, ...] = PATTERNS
+    patterns: tuple[str, ...] = CLASSIC_PATTERNS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraud_rate <= 0.5:
@@ -91,7 +131,7 @@ class GeneratorConfig:
 
 @dataclass
 class Chunk:
-    """Columnar events, sorted by ``ts_ms``."""
+    """Columnar events, sorted by ``ts_ms``; ``lat``/``lon`` NaN = no location."""
 
     txn_id: list[str]
     ts_ms: np.ndarray
@@ -241,7 +281,9 @@ class _Sim:
             channel: str,
             device: str | None,
             fraud: bool = True,
+            part: bool = False,
         ) -> None:
+            """One row; ``part``: a genuine transaction labelled with its incident."""
             rows.add(
                 ts_ms=ts,
                 user=u,
@@ -257,7 +299,7 @@ class _Sim:
                 device=device,
                 ip=None if device is None else f"185.{u % 250}.{int(rng.integers(256))}.9",
                 is_fraud=fraud,
-                pattern=pattern if fraud else None,
+                pattern=pattern if fraud or part else None,
             )
 
         def local_merchant(town: int) -> int:
@@ -309,6 +351,79 @@ class _Sim:
                     new_dev,
                 )
                 ts += int(rng.uniform(5, 40) * 1000)
+        elif pattern == "card_testing_cashout":
+            far = self.far_town(u, 500.0)
+            ts = t
+            for _ in range(int(rng.integers(10, 26))):
+                add(
+                    ts,
+                    rng.uniform(0.5, 4.99),
+                    online_merchant(),
+                    pop.town_lat[far],
+                    pop.town_lon[far],
+                    pop.town_country[far],
+                    "ecom",
+                    new_dev,
+                )
+                last = ts
+                ts += int(rng.uniform(5, 40) * 1000)
+            soon = rng.random() < 0.5
+            wait_ms = rng.uniform(1, 8) * 60_000 if soon else rng.uniform(1, 36) * 3_600_000
+            add(
+                last + int(wait_ms),
+                max(300.0, typical * rng.uniform(10, 40)),
+                online_merchant(),
+                pop.town_lat[far],
+                pop.town_lon[far],
+                pop.town_country[far],
+                "ecom",
+                new_dev,
+            )
+        elif pattern == "holder_returns_home":
+            m = local_merchant(h)
+            home = (pop.merchant_lat[m], pop.merchant_lon[m], pop.town_country[h])
+            add(t, typical * rng.uniform(0.5, 1.5), m, *home, "pos", None, fraud=False, part=True)
+            far = self.far_town(u, 3000.0)
+            m2 = local_merchant(far)
+            t2 = t + int(rng.uniform(5, 90) * 60_000)
+            add(
+                t2,
+                typical * rng.uniform(1, 4),
+                m2,
+                pop.merchant_lat[m2],
+                pop.merchant_lon[m2],
+                pop.town_country[far],
+                "pos",
+                None,
+            )
+            m3 = local_merchant(h)
+            add(
+                t2 + int(rng.uniform(1, 48) * 3_600_000),
+                typical * rng.uniform(0.5, 1.5),
+                m3,
+                pop.merchant_lat[m3],
+                pop.merchant_lon[m3],
+                pop.town_country[h],
+                "pos",
+                None,
+                fraud=False,
+                part=True,
+            )
+        elif pattern == "cnp_no_location":
+            far = self.far_town(u, 1500.0)
+            ts = t
+            for _ in range(int(rng.integers(2, 5))):
+                add(
+                    ts,
+                    typical * rng.uniform(5, 20),
+                    online_merchant(),
+                    math.nan,
+                    math.nan,
+                    pop.town_country[far],
+                    "ecom",
+                    new_dev,
+                )
+                ts += int(rng.uniform(2, 20) * 60_000)
         elif pattern == "velocity_burst":
             ts = t
             for _ in range(int(rng.integers(8, 16))):
@@ -447,13 +562,16 @@ def generate_chunks(pop: Population, cfg: GeneratorConfig) -> Iterator[Chunk]:
         yield Chunk(ids, **{k: cols[k] for k in _COLS})  # type: ignore[arg-type]
 
 
-def iter_json(chunk: Chunk, with_label: bool = True) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) JSON bytes of each event in the chunk: Transaction v1 + label."""
+def iter_json(
+    chunk: Chunk, with_label: bool = True, order: np.ndarray | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) JSON bytes of each event in the chunk (in ``order`` if given):
+    Transaction v1 + label, or v2 without ``lat``/``lon`` for an event with no location."""
     c = chunk
     users = c.user.tolist()
     cards = c.card.tolist()
     merch = c.merchant.tolist()
-    for i in range(len(c)):
+    for i in range(len(c)) if order is None else order.tolist():
         uid = f"u{users[i]}"
         d = {
             "txn_id": c.txn_id[i],
@@ -470,8 +588,11 @@ def iter_json(chunk: Chunk, with_label: bool = True) -> Iterator[tuple[bytes, by
             "channel": str(c.channel[i]),
             "device_id": c.device[i],
             "ip": c.ip[i],
-            "schema_version": 1,  # every generated event has a location: v1 holds
+            "schema_version": 1,
         }
+        if math.isnan(d["lat"]):  # card-not-present without a location: v2 leaves it out
+            del d["lat"], d["lon"]
+            d["schema_version"] = 2
         if with_label:
             d["label"] = {"is_fraud": bool(c.is_fraud[i]), "pattern": c.pattern[i]}
         yield uid.encode(), orjson.dumps(d)

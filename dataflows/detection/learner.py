@@ -35,7 +35,7 @@ from river import compose, linear_model, optim, preprocessing
 
 from dataflows.detection.fastlr import FastLogReg
 from dataflows.detection.rules import RULE_CODES
-from schemas.scored import Reason, ScoredTransaction
+from schemas.scored import Reason, Replayed, ScoredTransaction
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,10 @@ __all__ = [
     "on_learner_events",
 ]
 
-RULE_INPUTS = (*RULE_CODES, "compromised_merchant")
-"""Rules whose contribution is a model input (``rule_<code>``, 0 when it did not fire)."""
+RULE_INPUTS = (*(c for c in RULE_CODES if c != "compromised_card"), "compromised_merchant")
+"""Rules whose contribution is a model input (``rule_<code>``, 0 when it did not fire).
+``compromised_card`` (a rules-v2 addition) is left out so the input vector, and with it
+``lr-v2`` snapshots, stay as they were; the risk-so-far input carries its evidence."""
 LEARNER_FEATURES = (
     "amount_usd",
     "log_amount",
@@ -240,6 +242,9 @@ def on_learner_events(
     for x in items:
         if isinstance(x, MerchantLabel):
             learner.label(x.txn_id, x.txn_ts_ms)
+            continue
+        if type(x) is Replayed:  # a duplicate: answered by its first, learned once
+            out.append(x)
             continue
         t = x.txn
         x_in = learner_input(x.features, x.risk_score, x.reasons)

@@ -23,7 +23,7 @@ import orjson
 
 from dataflows.detection.scoring import combine, decide
 from schemas.fields import compact_pickle
-from schemas.scored import DeadLetter, Reason, ScoredTransaction, label_json
+from schemas.scored import DeadLetter, Reason, Replayed, ScoredTransaction, label_json
 from schemas.settings import Settings
 from schemas.transaction import DecodeError
 from schemas.units import DAY_MS
@@ -186,6 +186,9 @@ def on_events(shard: MerchantShard, items: list[Any], s: Settings) -> list[Score
             day = math.floor(x.txn_ts_ms / DAY_MS)
             m.frauds[day] = m.frauds.get(day, 0) + 1
             m.cached = None
+            continue
+        if type(x) is Replayed:  # a duplicate: answered by its first, counted once
+            out.append(x)
             continue
         t = x.txn
         ts_ms = t.ts.timestamp() * 1000.0

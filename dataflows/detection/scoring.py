@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dataflows.detection.anomaly import FEATURE_NAMES, ShardModel, scale_features
-from dataflows.detection.rules import evaluate_rules
-from dataflows.detection.state import Features, UserState, observe
+from dataflows.detection.idempotency import compact, replay_of
+from dataflows.detection.rules import blocks_alone, evaluate_rules
+from dataflows.detection.state import Features, UserState, observe, settle
 from schemas.scored import DeadLetter, Reason, ScoredTransaction
 from schemas.settings import Settings
 from schemas.transaction import DecodeError, Label, Transaction, encode_transaction
@@ -64,6 +65,9 @@ def decide(risk: float, s: Settings) -> str:
     return "approve"
 
 
+HOUR_MS = 3_600_000
+
+
 @dataclass(slots=True)
 class Shard:
     """Everything one shard owns: its users' state and its anomaly model."""
@@ -89,9 +93,6 @@ def new_shard(s: Settings) -> Shard:
     return Shard({}, model)
 
 
-HOUR_MS = 3_600_000
-
-
 def score_batch(
     shard: Shard,
     items: Sequence[tuple[Transaction, Label | None, datetime | None]],
@@ -102,7 +103,9 @@ def score_batch(
 
     User state is updated event by event (it never reads the model), then the model
     scores and learns the whole batch at once, which is what lets the numpy engine walk
-    its trees for many events in one go.
+    its trees for many events in one go.  The rules run in the first pass: whether they
+    block alone is folded into the user's state (compromised cards, established places)
+    before the user's next event, whatever the batch size.
 
     Faults are isolated per event: an exception while computing one event's features,
     a non-finite model input, or a failure while assembling its score turns that event
@@ -110,23 +113,42 @@ def score_batch(
     back as it was before the event (a 0.25 µs copy per event), so a deterministic bug
     cannot corrupt the state or become a crash loop on restart.  If the model itself
     fails on a batch, every event of the batch is dead-lettered and their users restored.
+
+    A txn_id the user already has (see :mod:`dataflows.detection.idempotency`) is
+    answered with its first decision as a ``Replayed`` and touches nothing; a duplicate
+    within the batch is resolved once its first is scored.
     """
     lateness_ms, small = s.lateness_s * 1000.0, s.card_testing_usd
+    hold_ms = s.compromised_card_hours * float(HOUR_MS)
     users = shard.users
     feats: list[Features] = []
+    hits: list[list[Reason]] = []
     rows: list[dict[str, float]] = []
     kept: list[int] = []
     saved: list[tuple[str, tuple | None]] = []
     out: list[ScoredTransaction | DeadLetter | None] = [None] * len(items)
-    for i, (txn, _, _) in enumerate(items):
+    in_batch: dict[str, int] = {}
+    dups: list[tuple[int, int]] = []
+    for i, (txn, label, ing) in enumerate(items):
         user = users.get(txn.user_id)
         if user is None:
             user = users[txn.user_id] = UserState()
             before = None
         else:
+            first = user.seen.get(txn.txn_id)
+            if first is not None:
+                out[i] = replay_of(txn, label, ing, first)
+                continue
             before = user.checkpoint()
+        j = in_batch.setdefault(txn.txn_id, i)
+        if j != i and items[j][0].user_id == txn.user_id:
+            _restore_user(users, txn.user_id, before)
+            dups.append((i, j))
+            continue
         try:
-            f = observe(user, txn, lateness_ms=lateness_ms, small_usd=small)
+            f = observe(user, txn, lateness_ms=lateness_ms, small_usd=small, compromised_ms=hold_ms)
+            reasons = evaluate_rules(f, s)
+            settle(user, txn, f, bool(reasons) and blocks_alone(reasons, s), hold_ms)
             x = scale_features(f)
             if not math.isfinite(sum(x.values())):  # NaN/inf propagate; inputs in [0, 1]
                 raise ValueError(f"non-finite model input {x}")
@@ -136,6 +158,7 @@ def score_batch(
             continue
         saved.append((txn.user_id, before))
         feats.append(f)
+        hits.append(reasons)
         rows.append(x)
         kept.append(i)
         _maybe_evict(shard, user.last_ts, s)
@@ -149,12 +172,24 @@ def score_batch(
             for x, it in zip(out, items, strict=True)
         ]
     version = s.model_version  # a property that formats a string: once per batch
-    for i, f, (raw, pct) in zip(kept, feats, scores, strict=True):
+    horizon_ms = DAY_MS + lateness_ms
+    for i, f, reasons, (raw, pct) in zip(kept, feats, hits, scores, strict=True):
         txn, label, ing = items[i]
         try:
-            out[i] = _assemble(txn, label, ing, f, raw, pct, s, now, version)
+            out[i] = row = _assemble(txn, label, ing, f, reasons, raw, pct, s, now, version)
         except Exception as e:
             out[i] = internal_error(items[i], e, now)
+            continue
+        user = users.get(txn.user_id)
+        if user is not None:
+            user.remember(txn.txn_id, compact(txn.ts.timestamp() * 1000.0, row), horizon_ms)
+    for i, j in dups:
+        first = out[j]
+        txn, label, ing = items[i]
+        if isinstance(first, ScoredTransaction):
+            out[i] = replay_of(txn, label, ing, compact(0.0, first))
+        else:
+            out[i] = internal_error(items[i], ValueError("duplicate of an event that failed"), now)
     return out  # type: ignore[return-value]
 
 
@@ -180,13 +215,13 @@ def _assemble(
     label: Label | None,
     ingested_at: datetime | None,
     f: Features,
+    reasons: list[Reason],
     raw: float,
     pct: float,
     s: Settings,
     now: datetime,
     version: str,
 ) -> ScoredTransaction:
-    reasons = evaluate_rules(f, s)
     a = anomaly_reason(pct, s)
     if a is not None:
         reasons.append(a)

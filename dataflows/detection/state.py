@@ -7,7 +7,21 @@ One :class:`UserState` per user holds, in bounded memory:
   records sorted by event time — velocity windows (1 min / 10 min / 1 h / 24 h) are
   exact, and an out-of-order event is inserted at its place so windows stay correct;
 * a decayed running mean/variance of log amount (the spend profile);
-* a local-hour histogram, known countries and devices (small capped tuples).
+* a local-hour histogram, known countries and devices (small capped tuples);
+* the ids of its recent transactions with their first decision (``seen``, at most
+  :data:`MAX_SEEN` within the horizon), so a duplicate is answered without being
+  counted twice (see :mod:`dataflows.detection.idempotency`);
+* its established places (``places``: at most :data:`MAX_PLACES` points with a weight,
+  points within :data:`PLACE_KM` merged), learnt from card-present purchases the rules
+  did not block: a return to one is never an impossible hop, even right after a cloned
+  card was used far away (the last location seen was then the fraudster's);
+* its compromised cards (``compromised``: at most :data:`MAX_COMPROMISED` of
+  ``(card_id, first block ms, last block ms)``): a card the rules blocked stays at risk
+  for a while, so a cash-out long after a card-testing burst is still caught.
+
+Velocity windows do not depend on arrival order within the lateness bound: an event's
+window spans ``(t - span, newest seen]``, so an event that arrives after later-stamped
+ones counts them too (on an ordered stream nothing later exists: the same figures).
 
 Packing keeps a typical user (a few transactions a day) well under 1 KB, and the state
 pickles to compact bytes for cheap recovery snapshots.
@@ -22,11 +36,21 @@ import math
 from array import array
 from dataclasses import dataclass
 
+from dataflows.detection.idempotency import MAX_SEEN, Compact
 from schemas.currency import USD_PER_UNIT, to_usd
 from schemas.transaction import Transaction
 from schemas.units import DAY_MS, haversine_km
 
-__all__ = ["MAX_EVENTS", "Features", "UserState", "haversine_km", "observe"]
+__all__ = [
+    "MAX_COMPROMISED",
+    "MAX_EVENTS",
+    "MAX_PLACES",
+    "Features",
+    "UserState",
+    "haversine_km",
+    "observe",
+    "settle",
+]
 
 MAX_EVENTS = 512
 """Cap of retained events per user; past it the oldest go (24 h counts then saturate,
@@ -42,6 +66,18 @@ MAX_KNOWN = 16
 """Known countries/devices kept per user (most recent first)."""
 HOUR_DECAY_AT = 2000
 """The hour histogram halves when its total reaches this, so habits can change."""
+MAX_PLACES = 4
+"""Established places kept per user (home, work, a regular second area...)."""
+PLACE_KM = 25.0
+"""Card-present purchases within this distance of a place count for that place."""
+PLACE_TRUSTED = 3.0
+"""Weight (genuine purchases) from which a place is established: one visit is not."""
+PLACE_DECAY_AT = 500.0
+"""Place weights halve when their total reaches this, so a move is learnt in time."""
+MAX_COMPROMISED = 4
+"""Compromised cards kept per user (a user has a few cards)."""
+_KM_PER_DEG = 111.2
+_PLACE_KM2 = PLACE_KM * PLACE_KM
 _STRIDE = 4
 _NAN = float("nan")
 
@@ -58,7 +94,19 @@ Windows = tuple[int, int, int, int, float, int, float]
 class UserState:
     """Mutable per-user state; see the module docstring. Picklable, no external refs."""
 
-    __slots__ = ("countries", "devices", "events", "hours", "last_ts", "m2", "mean", "n")
+    __slots__ = (
+        "compromised",
+        "countries",
+        "devices",
+        "events",
+        "hours",
+        "last_ts",
+        "m2",
+        "mean",
+        "n",
+        "places",
+        "seen",
+    )
 
     def __init__(self) -> None:
         self.events = array("d")
@@ -69,6 +117,9 @@ class UserState:
         self.countries: tuple[str, ...] = ()
         self.devices: tuple[str, ...] = ()
         self.last_ts = -(2**62)
+        self.seen: dict[str, Compact] = {}
+        self.places: list[float] = []  # [lat, lon, weight] * up to MAX_PLACES
+        self.compromised: tuple[tuple[str, float, float], ...] = ()
 
     def __getstate__(self) -> tuple:
         return (
@@ -80,9 +131,16 @@ class UserState:
             self.countries,
             self.devices,
             self.last_ts,
+            self.seen,
+            self.places,
+            self.compromised,
         )
 
     def __setstate__(self, s: tuple) -> None:
+        if len(s) == 8:  # a snapshot from before ``seen`` existed
+            s = (*s, {})
+        if len(s) == 9:  # before ``places`` and ``compromised``
+            s = (*s, [], ())
         (
             self.events,
             self.n,
@@ -92,6 +150,9 @@ class UserState:
             self.countries,
             self.devices,
             self.last_ts,
+            self.seen,
+            self.places,
+            self.compromised,
         ) = s
 
     def __eq__(self, other: object) -> bool:
@@ -99,8 +160,22 @@ class UserState:
 
     def checkpoint(self) -> tuple:
         """A copy to :meth:`restore` if an event fails half-way (arrays copied)."""
-        ev, n, mean, m2, hours, countries, devices, last_ts = self.__getstate__()
-        return (ev[:], n, mean, m2, hours[:], countries, devices, last_ts)
+        ev, n, mean, m2, hours, countries, devices, last_ts, seen, places, comp = (
+            self.__getstate__()
+        )
+        return (
+            ev[:],
+            n,
+            mean,
+            m2,
+            hours[:],
+            countries,
+            devices,
+            last_ts,
+            dict(seen),
+            places[:],
+            comp,
+        )
 
     def restore(self, checkpoint: tuple) -> None:
         self.__setstate__(checkpoint)
@@ -132,13 +207,18 @@ class UserState:
             i -= 1
         return count, total, small
 
-    def windows(self, end_ms: float, small_usd: float) -> Windows:
-        """All velocity windows ending at ``end_ms`` in one backward scan:
+    def windows(self, end_ms: float, small_usd: float, upto_ms: float | None = None) -> Windows:
+        """All velocity windows in one backward scan over ``(end_ms - span, upto_ms]``
+        (``upto_ms`` defaults to ``end_ms``):
         (cnt_1m, cnt_10m, small_10m, cnt_1h, sum_1h, cnt_24h, sum_24h).
 
-        Same figures, summed in the same order, as four :meth:`window` calls."""
+        With ``upto_ms`` = ``end_ms``, the same figures, summed in the same order, as four
+        :meth:`window` calls; :func:`observe` passes +inf so an event counts every event
+        already seen after it too (arrival order then changes nothing)."""
         ev = self.events
-        i = self._index_after(end_ms) - 1
+        hi = end_ms if upto_ms is None else upto_ms
+        n = len(ev) // _STRIDE
+        i = n - 1 if n and ev[-_STRIDE] <= hi else self._index_after(hi) - 1
         lo1m, lo10m, lo1h = end_ms - 60_000, end_ms - 600_000, end_ms - 3_600_000
         lo24 = end_ms - DAY_MS
         c1m = c10 = small = c1h = c24 = 0
@@ -174,6 +254,30 @@ class UserState:
             i -= 1
         return None
 
+    def place_near(self, lat: float, lon: float) -> int:
+        """Offset in ``places`` of the nearest place within :data:`PLACE_KM`, or -1.
+
+        Equirectangular distance: exact enough at 25 km and a tenth of a haversine."""
+        p = self.places
+        if not p:
+            return -1
+        k = math.cos(math.radians(lat))
+        best, best_d = -1, _PLACE_KM2
+        for i in range(0, len(p), 3):
+            dy = (p[i] - lat) * _KM_PER_DEG
+            dx = ((p[i + 1] - lon + 180.0) % 360.0 - 180.0) * _KM_PER_DEG * k
+            d = dx * dx + dy * dy
+            if d < best_d:
+                best, best_d = i, d
+        return best
+
+    def is_compromised(self, card_id: str, ts_ms: float, hold_ms: float) -> bool:
+        """Was ``card_id`` blocked before ``ts_ms``, and not more than ``hold_ms`` before?"""
+        for card, first, last in self.compromised:
+            if card == card_id:
+                return first < ts_ms <= last + hold_ms
+        return False
+
     def hour_share(self, hour: int) -> float:
         total = sum(self.hours)
         return self.hours[hour] / total if total else 0.0
@@ -192,6 +296,47 @@ class UserState:
         return (log_usd - self.mean) / math.sqrt(var)
 
     # -- updates -------------------------------------------------------------------
+    def remember(self, txn_id: str, first: Compact, horizon_ms: float) -> None:
+        """Keep ``txn_id``'s first decision; forget ids past :data:`MAX_SEEN` or older
+        than ``horizon_ms`` before the newest event (oldest first: dict order)."""
+        seen = self.seen
+        seen[txn_id] = first
+        cutoff = self.last_ts - horizon_ms
+        while len(seen) > MAX_SEEN or next(iter(seen.values()))[0] < cutoff:
+            del seen[next(iter(seen))]
+            if not seen:
+                break
+
+    def learn_place(self, at: int, lat: float, lon: float) -> None:
+        """Count a genuine card-present purchase for the place at offset ``at`` (from
+        :meth:`place_near`), or open a place, replacing the least visited when full."""
+        p = self.places
+        if at < 0:
+            if len(p) < MAX_PLACES * 3:
+                p.extend((lat, lon, 1.0))
+                return
+            at = min(range(0, len(p), 3), key=lambda i: p[i + 2])
+            p[at], p[at + 1], p[at + 2] = lat, lon, 1.0
+            return
+        p[at + 2] += 1.0
+        if sum(p[2::3]) >= PLACE_DECAY_AT:
+            for i in range(2, len(p), 3):
+                p[i] *= 0.5
+
+    def compromise(self, card_id: str, ts_ms: float, hold_ms: float) -> None:
+        """Mark ``card_id`` at risk from a block at ``ts_ms``; forget cards whose risk
+        ended, and past :data:`MAX_COMPROMISED` the one blocked longest ago."""
+        first, last = ts_ms, ts_ms
+        keep = []
+        for c in self.compromised:
+            if c[0] == card_id:
+                first, last = min(first, c[1]), max(last, c[2])
+            elif c[2] + hold_ms >= ts_ms:
+                keep.append(c)
+        keep.append((card_id, first, last))
+        keep.sort(key=lambda c: -c[2])
+        self.compromised = tuple(keep[:MAX_COMPROMISED])
+
     def insert(self, ts_ms: float, usd: float, lat: float, lon: float, horizon_ms: float) -> None:
         """Insert an event in time order and drop what fell out of the horizon/cap."""
         ev = self.events
@@ -256,6 +401,13 @@ class Features:
     hour_share: float
     card_present: bool
     late: bool
+    card_compromised: bool = False
+    """The card was blocked earlier (within ``compromised_card_hours``)."""
+    known_place: bool = False
+    """Located at one of the user's established places (card-present purchases, and
+    card-not-present ones on a compromised card: the holder at home, not the thief)."""
+    place: int = -1
+    """Offset of the nearest place in ``UserState.places`` (for :func:`settle`)."""
 
     def as_dict(self) -> dict[str, float]:
         """Flat numeric map for rows and alerts."""
@@ -278,6 +430,8 @@ class Features:
             "new_device": 1.0 if self.new_device else 0.0,
             "hour_local": float(self.hour_local),
             "hour_share": r(self.hour_share, 4),
+            "card_compromised": 1.0 if self.card_compromised else 0.0,
+            "known_place": 1.0 if self.known_place else 0.0,
         }
 
 
@@ -288,11 +442,14 @@ def observe(
     lateness_ms: float,
     small_usd: float,
     fx: dict[str, float] | None = None,
+    compromised_ms: float = 0.0,
 ) -> Features:
     """Compute ``txn``'s features and fold it into ``state`` (unless it is late).
 
-    Windows count the transaction itself; the profile (z-score, hour share, known
-    countries and devices) is read *before* learning from it.
+    Windows count the transaction itself and every event already seen after it (see the
+    module docstring); the profile (z-score, hour share, known countries and devices,
+    places) is read *before* learning from it.  Places and compromised cards learn only
+    once the rules have decided (:func:`settle`).
     """
     ts_ms = txn.ts.timestamp() * 1000.0
     table = USD_PER_UNIT if fx is None else fx
@@ -320,7 +477,10 @@ def observe(
     new_device = txn.device_id is not None and history > 0 and txn.device_id not in state.devices
 
     km = dt_s = speed = 0.0
+    place, known_place = -1, False
     if geo:
+        place = state.place_near(t_lat, t_lon)  # type: ignore[arg-type]
+        known_place = place >= 0 and state.places[place + 2] >= PLACE_TRUSTED
         prev = state.previous_location(ts_ms)
         if prev is not None:
             p_ts, p_lat, p_lon = prev
@@ -328,13 +488,18 @@ def observe(
             dt_s = (ts_ms - p_ts) / 1000.0
             speed = km / max(dt_s, 1.0) * 3600.0
 
+    compromised = compromised_ms > 0 and state.is_compromised(txn.card_id, ts_ms, compromised_ms)
+    if compromised and located and not geo:
+        near = state.place_near(t_lat, t_lon)  # type: ignore[arg-type]
+        known_place = near >= 0 and state.places[near + 2] >= PLACE_TRUSTED
+
     if not late:
         lat, lon = (t_lat, t_lon) if geo else (_NAN, _NAN)
         state.insert(ts_ms, usd, lat, lon, DAY_MS + lateness_ms)
         state.learn_profile(log_usd, hour, txn.country, txn.device_id)
         if ts_ms > state.last_ts:
             state.last_ts = ts_ms
-        c1m, c10, small, c1h, s1h, c24, s24 = state.windows(ts_ms, small_usd)
+        c1m, c10, small, c1h, s1h, c24, s24 = state.windows(ts_ms, small_usd, math.inf)
     else:
         # Late: count it virtually, leave the state untouched.
         small_one = usd < small_usd
@@ -363,4 +528,24 @@ def observe(
         hour_share,
         card_present,
         late,
+        compromised,
+        known_place,
+        place,
     )
+
+
+def settle(
+    state: UserState, txn: Transaction, f: Features, blocked: bool, compromised_ms: float
+) -> None:
+    """Fold the rules' verdict on ``txn`` into ``state`` (not for a late event).
+
+    A block puts the card at risk for ``compromised_ms``; a card-present purchase the
+    rules let through counts for its place (a blocked one, perhaps a cloned card far
+    away, never makes a place established).  Missing locations are skipped."""
+    if f.late:
+        return
+    if blocked:
+        if compromised_ms > 0:
+            state.compromise(txn.card_id, txn.ts.timestamp() * 1000.0, compromised_ms)
+    elif f.card_present and txn.lat is not None and txn.lon is not None:
+        state.learn_place(f.place, txn.lat, txn.lon)

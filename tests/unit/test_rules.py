@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from dataflows.detection.rules import RULE_CODES, evaluate_rules
+from dataflows.detection.rules import RULE_CODES, blocks_alone, evaluate_rules
 from dataflows.detection.scoring import anomaly_reason, combine, decide
 from dataflows.detection.state import Features
 from schemas.scored import Reason
@@ -55,6 +55,9 @@ CASES = [
     ({"new_device": True}, ["new_device"]),
     ({"hour_share": 0.01}, ["unusual_hour"]),
     ({"hour_share": 0.01, "history": 10}, []),
+    ({"km_prev": 5570.0, "speed_kmh": 1240.0, "known_place": True}, []),  # back home
+    ({"card_compromised": True}, ["compromised_card"]),
+    ({"card_compromised": True, "card_present": False, "amount_usd": 1.5}, ["compromised_card"]),
     (
         {"new_country": True, "new_device": True, "hour_share": 0.0, "amount_z": 4.0},
         ["amount_zscore", "new_country", "new_device", "unusual_hour"],
@@ -98,3 +101,25 @@ def test_anomaly_ramp(pct: float, expected: float | None) -> None:
 )
 def test_decide_thresholds(risk: float, d: str) -> None:
     assert decide(risk, S) == d
+
+
+@pytest.mark.parametrize(
+    ("over", "d"),
+    [
+        ({"card_present": False, "amount_usd": 400.0}, "block"),  # the cash-out
+        ({"card_present": False, "amount_usd": 5.0}, "review"),  # below the small amount
+        ({}, "review"),  # card-present: maybe the holder
+        ({"card_present": False, "amount_usd": 400.0, "known_place": True}, "approve"),
+    ],
+)
+def test_compromised_card_strength(over: dict, d: str) -> None:
+    f = replace(BASE, card_compromised=True, **over)
+    assert decide(combine(evaluate_rules(f, S)), S) == d
+
+
+def test_only_independent_evidence_compromises_a_card() -> None:
+    hit = evaluate_rules(
+        replace(BASE, card_compromised=True, card_present=False, amount_usd=99.0), S
+    )
+    assert decide(combine(hit), S) == "block" and not blocks_alone(hit, S)
+    assert blocks_alone(evaluate_rules(replace(BASE, small_10m=3, amount_usd=1.0), S), S)

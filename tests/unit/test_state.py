@@ -7,7 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from dataflows.detection.state import MAX_EVENTS, UserState, haversine_km, local_hour, observe
+from dataflows.detection.state import (
+    MAX_COMPROMISED,
+    MAX_EVENTS,
+    MAX_PLACES,
+    UserState,
+    haversine_km,
+    local_hour,
+    observe,
+)
 from schemas.transaction import Transaction, decode_event
 from tests.conftest import T0, txn_bytes
 
@@ -57,8 +65,10 @@ def test_out_of_order_event_within_lateness_updates_windows() -> None:
     feed(st, txn(0), txn(10))
     (late_ok,) = feed(st, txn(9.5))  # 30 s behind the newest: within lateness
     assert not late_ok.late
-    # Windows end at the event's own time: t=10 is after it, t=0 is 9.5 min before.
-    assert (late_ok.cnt_1m, late_ok.cnt_10m) == (1, 2)
+    # Windows span (t - span, newest seen]: t=10, already seen, counts although later
+    # (two events within a span meet in the window of whichever arrives second, as in
+    # time order t=10 would count t=9.5); t=0 is 9.5 min before.
+    assert (late_ok.cnt_1m, late_ok.cnt_10m) == (2, 3)
     (f,) = feed(st, txn(10.2))
     assert f.cnt_1m == 3  # 9.5, 10, 10.2
     assert [st.events[i * 4] for i in range(len(st.events) // 4)] == sorted(
@@ -138,3 +148,40 @@ def test_one_scan_windows_equal_the_reference_windows() -> None:
             ref[3][0],
             ref[3][1],
         )
+
+
+def test_older_snapshots_still_load() -> None:
+    st = UserState()
+    feed(st, txn(0), txn(5))
+    for n in (8, 9):  # before ``seen``; before ``places`` and ``compromised``
+        old = UserState()
+        old.__setstate__(st.__getstate__()[:n])
+        assert (old.places, old.compromised) == ([], ())
+        assert old.events == st.events and old.seen == ({} if n == 8 else st.seen)
+
+
+def test_places_are_bounded_and_merge_nearby_points() -> None:
+    st = UserState()
+    for i in range(10):  # ten purchases within a few km of each other, then ten towns
+        st.learn_place(st.place_near(40.7 + i * 0.01, -74.0), 40.7 + i * 0.01, -74.0)
+    assert len(st.places) == 3 and st.places[2] == 10.0
+    for i in range(10):
+        st.learn_place(st.place_near(10.0 + 5 * i, 0.0), 10.0 + 5 * i, 0.0)
+    assert len(st.places) == 3 * MAX_PLACES
+    assert st.place_near(40.75, -74.0) == 0 and st.places[2] == 10.0  # home survives
+    assert st.place_near(-40.0, 0.0) == -1
+
+
+def test_compromised_cards_are_bounded_and_expire() -> None:
+    st = UserState()
+    hold = 72 * 3_600_000.0
+    st.compromise("c1", 1_000.0, hold)
+    assert not st.is_compromised("c1", 1_000.0, hold)  # the blocking event itself
+    assert st.is_compromised("c1", 2_000.0, hold) and not st.is_compromised("c2", 2_000.0, hold)
+    assert not st.is_compromised("c1", 1_000.0 + hold + 1, hold)
+    for i in range(2, 10):
+        st.compromise(f"c{i}", 1_000.0 + i, hold)
+    assert len(st.compromised) == MAX_COMPROMISED
+    st.compromise("c9", 1_000.0 + 2 * hold, hold)  # the others' risk ended: forgotten
+    assert [c[0] for c in st.compromised] == ["c9"] and st.compromised[0][1] == 1_009.0
+    assert len(pickle.dumps(st)) - len(pickle.dumps(UserState())) < 50  # one card: ~30 B
