@@ -154,3 +154,35 @@ def dead_letter_row(d: DeadLetter) -> tuple[Any, ...]:
         len(d.value or b""),
         d.failed_at,
     )
+
+
+# --- cases and analyst accounts (migrations 0009, 0010) ---------------------------
+
+from schemas.cases import ACTION_SPECS, APP_USER_SPECS, AppUser, CaseAction  # noqa: E402
+
+CASE_ACTIONS = Table("case_actions", ACTION_SPECS)
+APP_USERS = Table("app_users", APP_USER_SPECS)
+TABLES = (*TABLES, CASE_ACTIONS, APP_USERS)
+__all__ += ["APP_USERS", "CASE_ACTIONS", "action_row", "app_user_row"]
+
+
+def action_row(a: CaseAction) -> tuple[Any, ...]:
+    """One ``case_actions`` row, in :data:`CASE_ACTIONS` column order."""
+    return (
+        a.action_id,
+        a.case_id,
+        a.user_id,
+        a.seq,
+        a.action,
+        a.actor,
+        a.at,
+        list(a.alert_ids),
+        a.assignee,
+        a.verdict,
+        a.note,
+    )
+
+
+def app_user_row(u: AppUser) -> tuple[Any, ...]:
+    """One ``app_users`` row, in :data:`APP_USERS` column order."""
+    return (u.name, u.role, u.password_hash, u.created_at, u.active)

@@ -6,17 +6,16 @@ against ``chdb://`` (in the process that owns the directory) and a ClickHouse se
 
 from __future__ import annotations
 
-import base64
-import hmac
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import dash
 from dash import Dash, dcc, html
-from flask import Response, request
 
 from clickhouse.store import Store
+from dash_app import auth
+from dash_app.auth import LOCAL, current_actor
 from dash_app.context import AppContext, set_context
 from dash_app.metrics import metrics_response
 from schemas.scored import Review
@@ -27,18 +26,37 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 
-def _check_login(users: dict[str, str]) -> Response | None:
-    if request.path in ("/healthz", "/metrics"):  # probes and scrapers carry no credentials
-        return None
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Basic "):
-        try:
-            user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
-        except ValueError:
-            user, pw = "", ""
-        if user in users and hmac.compare_digest(users[user], pw):
-            return None
-    return Response("Login required", 401, {"WWW-Authenticate": 'Basic realm="fraud"'})
+def _layout() -> html.Div:
+    """Navigation (with who is signed in) and the page; built per page load."""
+    actor = current_actor()
+    who = (
+        html.Span(
+            [
+                f"{actor.name} ({actor.role})",
+                html.A("sign out", href="/logout") if actor != LOCAL else None,
+            ],
+            className="who",
+        )
+        if actor is not None
+        else None
+    )
+    return html.Div(
+        [
+            html.Nav(
+                [
+                    html.Span("Fraud monitor", className="brand"),
+                    *[
+                        dcc.Link(p["name"], href=p["relative_path"], className="nav-link")
+                        for p in dash.page_registry.values()
+                        if not p.get("path_template")
+                    ],
+                    who,
+                ],
+                className="nav",
+            ),
+            dash.page_container,
+        ]
+    )
 
 
 def create_app(
@@ -59,25 +77,8 @@ def create_app(
         title="Fraud monitor",
         suppress_callback_exceptions=True,
     )
-    app.layout = html.Div(
-        [
-            html.Nav(
-                [
-                    html.Span("Fraud monitor", className="brand"),
-                    *[
-                        dcc.Link(p["name"], href=p["relative_path"], className="nav-link")
-                        for p in dash.page_registry.values()
-                        if not p.get("path_template")
-                    ],
-                ],
-                className="nav",
-            ),
-            dash.page_container,
-        ]
-    )
+    app.layout = _layout
     app.server.add_url_rule("/healthz", "healthz", lambda: "ok")
     app.server.add_url_rule("/metrics", "metrics", metrics_response)
-    if s.dash_auth:
-        users = dict(u.split(":", 1) for u in s.dash_auth.split(","))
-        app.server.before_request(lambda: _check_login(users))
+    auth.install(app.server, s.dash_secret_key)
     return app

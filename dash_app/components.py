@@ -27,10 +27,12 @@ def kpi(label: str, value: str, cid: str) -> html.Div:
     )
 
 
-def range_picker(cid: str, value: str = "1 hour") -> dcc.Dropdown:
+def range_picker(
+    cid: str, value: str = "24 hours", options: list[str] | None = None
+) -> dcc.Dropdown:
     return dcc.Dropdown(
         id=cid,
-        options=list(RANGES),
+        options=options or list(RANGES),
         value=value,
         clearable=False,
         persistence=True,
@@ -86,3 +88,45 @@ def clicked_user_href(cell: dict[str, Any] | None, rows: list[dict[str, Any]] | 
 
 def money(v: Any) -> str:
     return f"${float(v):,.0f}"
+
+
+RULE_WORDS = {
+    "impossible_travel": "impossible travel",
+    "card_testing": "card testing",
+    "velocity": "burst of payments",
+    "high_amount": "high amount",
+    "amount_zscore": "unusual amount for this user",
+    "new_country": "new country",
+    "new_device": "new device",
+    "unusual_hour": "unusual hour",
+    "anomaly": "anomalous pattern",
+    "compromised_merchant": "merchant with recent fraud",
+    "learned_pattern": "resembles confirmed fraud",
+}
+"""Reason codes in words for the queue; an unknown code is shown as itself."""
+
+
+def reasons_in_words(codes: Any) -> str:
+    """``["card_testing", "velocity"]`` -> ``"Card testing, burst of payments"``.
+
+    >>> reasons_in_words(["card_testing", "velocity"])
+    'Card testing, burst of payments'
+    >>> reasons_in_words([])
+    ''
+    """
+    text = ", ".join(RULE_WORDS.get(str(c), str(c)) for c in codes)
+    return text[:1].upper() + text[1:]
+
+
+def duration(minutes: float) -> str:
+    """``95`` -> ``"1 h 35 min"``.
+
+    >>> duration(5.4), duration(95), duration(3000)
+    ('5 min', '1 h 35 min', '2 d 2 h')
+    """
+    m = int(minutes)
+    if m < 60:
+        return f"{m} min"
+    if m < 1440:
+        return f"{m // 60} h {m % 60} min"
+    return f"{m // 1440} d {m % 1440 // 60} h"

@@ -15,7 +15,9 @@ from urllib.parse import quote, unquote
 import pandas as pd
 
 __all__ = [
+    "CASES_PATH",
     "USERS_PATH",
+    "case_href",
     "csv_cell",
     "csv_safe",
     "plotly_text",
@@ -42,6 +44,20 @@ def user_href(user_id: str) -> str:
     ('/users/x%2Fy', '/users/100%25', '/users/%C3%BC')
     """
     return USERS_PATH + quote(user_id, safe="")
+
+
+CASES_PATH = "/cases/"
+
+
+def case_href(case_id: str) -> str:
+    """The case page of ``case_id`` (a uuid; encoded anyway, like user ids).
+
+    >>> case_href("0b6f1d3e-5b7a-5c1e-9a55-6a1f3c2d9e01")
+    '/cases/0b6f1d3e-5b7a-5c1e-9a55-6a1f3c2d9e01'
+    >>> case_href("../x?y")
+    '/cases/..%2Fx%3Fy'
+    """
+    return CASES_PATH + quote(case_id, safe="")
 
 
 def user_id_from_path(segment: str) -> str:

@@ -86,7 +86,7 @@ def risk_histogram(df: pd.DataFrame) -> go.Figure:
             fig.add_bar(
                 x=part.low, y=part.txns, name=d, marker_color=color, offset=0, width=_bin_width(df)
             )
-    fig.update_xaxes(title="risk score", range=[0, 1])
+    fig.update_xaxes(title="risk score", range=[0, 1], dtick=0.1, tickformat=".1f")
     fig.update_yaxes(title="transactions (log)", type="log")
     return fig
 
@@ -122,7 +122,12 @@ def rule_bars(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def _geo(fig: go.Figure) -> go.Figure:
+SINGLE_PLACE_SCALE = 6
+"""Zoom of a map whose points are all at one place (fitting the bounds of a single point
+would zoom in without limit)."""
+
+
+def _geo(fig: go.Figure, df: pd.DataFrame | None = None) -> go.Figure:
     fig.update_geos(
         projection_type="natural earth",
         showcountries=True,
@@ -131,6 +136,12 @@ def _geo(fig: go.Figure) -> go.Figure:
         countrycolor="#bbb",
         fitbounds="locations",
     )
+    if df is not None and len(df[["lat", "lon"]].drop_duplicates()) == 1:
+        fig.update_geos(
+            fitbounds=False,
+            center={"lat": float(df.lat.iloc[0]), "lon": float(df.lon.iloc[0])},
+            projection_scale=SINGLE_PLACE_SCALE,
+        )
     return fig
 
 
@@ -165,7 +176,7 @@ def alerts_map(df: pd.DataFrame) -> go.Figure:
             ],
             hoverinfo="text",
         )
-    return _geo(fig)
+    return _geo(fig, df)
 
 
 def user_timeline(df: pd.DataFrame) -> go.Figure:
@@ -231,4 +242,4 @@ def user_map(df: pd.DataFrame) -> go.Figure:
                 ],
                 hoverinfo="text",
             )
-    return _geo(fig)
+    return _geo(fig, df)

@@ -1,52 +1,90 @@
-"""Alert queue logic: filter, sort and select alerts; record verdicts; export CSV."""
+"""Case queue: one row per case (a user's open alerts), by priority, on AG Grid.
+
+Filters and search run in ClickHouse (:func:`clickhouse.queries.case_queue`); the grid
+pages, sorts and filters the first :data:`LIMIT` cases client-side.  Every cell is text
+(AG Grid's default renderer sets textContent; no markdown/HTML renderer is used).
+Selected cases can be claimed, assigned (admins) or judged as a whole; a click on the
+user or the case opens the case page.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from dash import Input, Output, State, dash_table, dcc, html, no_update
+import dash_ag_grid as dag
+import pandas as pd
+from dash import Input, Output, State, callback_context, dcc, html, no_update
 
 from clickhouse import queries as q
+from dash_app import casework
+from dash_app.auth import current_actor
 from dash_app.components import (
-    USER_CELL_STYLE,
-    clicked_user_href,
+    duration,
     error_banner,
     info_banner,
     range_picker,
-    user_nav,
+    reasons_in_words,
 )
-from dash_app.context import ctx, resolve_range
-from dash_app.encode import csv_safe
-from dash_app.metrics import VERDICTS_RECORDED, VERDICTS_UNPUBLISHED
-from schemas.scored import Review
+from dash_app.context import RANGES, ctx, resolve_range
+from dash_app.encode import case_href, csv_safe
+from schemas.cases import CASE_STATUSES
 from schemas.vocab import RULE_CODES, VERDICTS
 
-COLUMNS = [
-    {"name": "time (UTC)", "id": "ts"},
-    {"name": "raised (UTC)", "id": "raised"},
-    {"name": "user", "id": "user_id"},
-    {"name": "amount", "id": "amount"},
-    {"name": "USD", "id": "amount_usd", "type": "numeric"},
-    {"name": "risk", "id": "risk_score", "type": "numeric"},
-    {"name": "decision", "id": "decision"},
-    {"name": "status", "id": "status"},
-    {"name": "assignee", "id": "assignee"},
-    {"name": "reasons", "id": "rules"},
+__all__ = ["COLUMNS", "LIMIT", "case_rows", "layout", "queue"]
+
+LIMIT = 5000
+"""Cases loaded into the grid (the highest priorities first)."""
+ALL_TIME = "all time"
+QUEUE_RANGES = [ALL_TIME, *RANGES]
+OPEN_STATUSES = ["open", "claimed", "escalated"]
+VERDICT_LABELS = casework.VERDICT_LABELS
+
+COLUMNS: list[dict[str, Any]] = [
+    {"headerName": "priority", "field": "priority", "type": "numericColumn", "width": 110},
+    {"headerName": "status", "field": "status", "width": 105},
+    {"headerName": "SLA", "field": "sla", "width": 130},
+    {"headerName": "age", "field": "age", "width": 110},
+    {"headerName": "user", "field": "user_id", "cellClass": "link-cell", "width": 150},
+    {"headerName": "case", "field": "case", "cellClass": "link-cell", "width": 90},
+    {"headerName": "alerts", "field": "alerts", "type": "numericColumn", "width": 90},
+    {"headerName": "worst", "field": "worst", "width": 90},
+    {
+        "headerName": "reasons",
+        "field": "reasons",
+        "flex": 1,
+        "minWidth": 220,
+        "tooltipField": "reasons",
+    },
+    {"headerName": "total USD", "field": "total_usd", "type": "numericColumn", "width": 120},
+    {"headerName": "max risk", "field": "max_risk", "type": "numericColumn", "width": 100},
+    {"headerName": "assignee", "field": "assignee", "width": 120},
+    {"headerName": "last alert (UTC)", "field": "last_ts", "width": 170},
 ]
-VERDICT_LABELS = {
-    "confirmed_fraud": "Confirmed fraud",
-    "false_positive": "False positive",
-    "escalated": "Escalate",
-}
+for _c in COLUMNS:
+    _c.setdefault("filter", True)
+    _c.setdefault("sortable", True)
+
+_WIDE = {"width": "9em"}
 
 
 def layout(**_: Any) -> html.Div:
-    refresh_ms = int(ctx().settings.dash_refresh_s * 1000)
+    c = ctx()
+    refresh_ms = int(c.settings.dash_refresh_s * 1000)
+    actor = current_actor()
+    admin = actor is not None and actor.is_admin
     return html.Div(
         [
             html.Div(
-                [html.H2("Alert queue"), range_picker("al-range", "24 hours")], className="toolbar"
+                [
+                    html.H2("Case queue"),
+                    range_picker("al-range", ALL_TIME, QUEUE_RANGES),
+                    html.Span(
+                        f"signed in as {actor.name} ({actor.role})" if actor else "",
+                        className="muted",
+                    ),
+                ],
+                className="toolbar",
             ),
             html.Div(
                 [
@@ -59,8 +97,8 @@ def layout(**_: Any) -> html.Div:
                     ),
                     dcc.Checklist(
                         id="al-statuses",
-                        options=list(q.STATUSES),
-                        value=["open", "escalated"],
+                        options=list(CASE_STATUSES),
+                        value=OPEN_STATUSES,
                         inline=True,
                         persistence=True,
                     ),
@@ -78,6 +116,7 @@ def layout(**_: Any) -> html.Div:
                         min=0,
                         debounce=True,
                         persistence=True,
+                        style=_WIDE,
                     ),
                     dcc.Input(
                         id="al-max",
@@ -86,6 +125,7 @@ def layout(**_: Any) -> html.Div:
                         min=0,
                         debounce=True,
                         persistence=True,
+                        style=_WIDE,
                     ),
                     dcc.Input(
                         id="al-assignee-filter",
@@ -93,6 +133,14 @@ def layout(**_: Any) -> html.Div:
                         placeholder="assignee",
                         debounce=True,
                         persistence=True,
+                        style=_WIDE,
+                    ),
+                    dcc.Input(
+                        id="al-search",
+                        type="search",
+                        debounce=True,
+                        placeholder="search user, card, merchant, txn, reason",
+                        style={"width": "22em"},
                     ),
                     html.Button("Export CSV", id="al-export"),
                     dcc.Download(id="al-download"),
@@ -101,50 +149,60 @@ def layout(**_: Any) -> html.Div:
             ),
             html.Div(id="al-banner"),
             html.Div(id="al-count", className="muted"),
-            dash_table.DataTable(
-                id="al-table",
-                columns=COLUMNS,
-                data=[],
-                row_selectable="multi",
-                sort_action="native",
-                page_size=20,
-                style_cell={
-                    "textAlign": "left",
-                    "padding": "4px",
-                    "maxWidth": "28em",
-                    "overflow": "hidden",
-                    "textOverflow": "ellipsis",
+            dag.AgGrid(
+                id="al-grid",
+                columnDefs=COLUMNS,
+                rowData=[],
+                getRowId="params.data.id",
+                dashGridOptions={
+                    "rowSelection": {"mode": "multiRow", "selectAll": "filtered"},
+                    "pagination": True,
+                    "paginationPageSize": 50,
+                    "tooltipShowDelay": 300,
+                    "animateRows": False,
                 },
-                style_data_conditional=[
-                    {"if": {"filter_query": "{decision} = block"}, "color": "#b00"},
-                    USER_CELL_STYLE,
-                ],
-                tooltip_duration=None,
+                getRowStyle={
+                    "styleConditions": [
+                        {"condition": "params.data.worst === 'block'", "style": {"color": "#b00"}}
+                    ]
+                },
+                style={"height": "60vh"},
+                className="ag-theme-quartz",
             ),
             html.Div(
                 [
-                    html.H4("Verdict for the selected alerts"),
+                    html.H4("Selected cases"),
+                    html.Button("Claim", id="al-claim"),
+                    dcc.Dropdown(
+                        id="al-assign-to",
+                        placeholder="assign to…",
+                        style={"width": "12em"},
+                        disabled=not admin,
+                    ),
+                    html.Button(
+                        "Assign",
+                        id="al-assign",
+                        disabled=not admin,
+                        title="" if admin else "admins only",
+                    ),
                     dcc.RadioItems(
                         id="al-verdict",
                         inline=True,
                         value="confirmed_fraud",
                         options=[{"label": VERDICT_LABELS[v], "value": v} for v in VERDICTS],
                     ),
-                    dcc.Input(
-                        id="al-assignee", type="text", placeholder="your name", persistence=True
-                    ),
                     dcc.Textarea(
                         id="al-note",
                         placeholder="note (optional)",
                         maxLength=2000,
-                        style={"width": "30em", "height": "3em"},
+                        style={"width": "26em", "height": "3em"},
                     ),
-                    html.Button("Apply", id="al-apply"),
+                    html.Button("Verdict on whole cases", id="al-apply"),
                     html.Div(id="al-message", role="status"),
                 ],
                 className="panel triage",
             ),
-            user_nav("al-nav"),
+            dcc.Location(id="al-nav", refresh="callback-nav"),
             dcc.Store(id="al-version", data=0),
             dcc.Interval(id="al-tick", interval=refresh_ms),
         ]
@@ -152,78 +210,95 @@ def layout(**_: Any) -> html.Div:
 
 
 def build_filter(
-    start: datetime,
-    end: datetime,
+    range_label: str,
     decisions: list[str] | None,
     statuses: list[str] | None,
     rule: str | None,
     min_usd: float | None,
     max_usd: float | None,
     assignee: str | None,
-) -> q.AlertFilter:
-    """The analyst's widgets as a validated AlertFilter (raises ValueError naming the field)."""
-    return q.AlertFilter(
+    search: str | None,
+) -> q.CaseFilter | None:
+    """The widgets as a validated CaseFilter (ValueError names the field); None when the
+    store holds nothing yet."""
+    start = end = None
+    if range_label != ALL_TIME:
+        rng = resolve_range(ctx().store, range_label)
+        if rng is None:
+            return None
+        start, end = rng
+    return q.CaseFilter(
         start,
         end,
-        decisions=tuple(decisions or ()),
         statuses=tuple(statuses or ()),
+        decisions=tuple(decisions or ()),
         rule=rule or None,
         min_usd=min_usd,
         max_usd=max_usd,
         assignee=(assignee or "").strip() or None,
+        search=(search or "").strip() or None,
     )
 
 
-def table_rows(df: Any) -> list[dict[str, Any]]:
-    """DataTable rows; ``id`` is the alert id so selection survives refreshes."""
-    return [
-        {
-            "id": r.alert_id,
-            "alert_id": r.alert_id,
-            "txn_id": r.txn_id,
-            "user_id": r.user_id,
-            "ts": f"{r.ts:%Y-%m-%d %H:%M:%S}",
-            "raised": f"{r.created_at:%Y-%m-%d %H:%M:%S.%f}"[:-3],
-            "amount": f"{r.amount:,.2f} {r.currency}",
-            "amount_usd": round(float(r.amount_usd), 2),
-            "risk_score": round(float(r.risk_score), 3),
-            "decision": r.decision,
-            "status": r.status,
-            "assignee": r.assignee,
-            "rules": r.rules,
-            "reasons": r.reasons,
-        }
-        for r in df.itertuples()
-    ]
+def case_rows(df: pd.DataFrame, now: datetime, sla_minutes: int) -> list[dict[str, Any]]:
+    """Grid rows (``id`` = case id, so selection survives refreshes); every value text or
+    a number."""
+    rows = []
+    for r in df.itertuples(index=False):
+        opened = r.opened_at.replace(tzinfo=UTC)
+        age = max((now - opened).total_seconds() / 60, 0.0)
+        if r.is_closed:
+            sla = "closed"
+        elif age <= sla_minutes:
+            sla = f"{duration(sla_minutes - age)} left"
+        else:
+            sla = f"overdue {duration(age - sla_minutes)}"
+        rows.append(
+            {
+                "id": r.case_id,
+                "case": f"#{int(r.seq)}",
+                "user_id": r.user_id,
+                "priority": round(float(r.priority), 2),
+                "status": r.status,
+                "sla": sla,
+                "overdue": not r.is_closed and age > sla_minutes,
+                "age": duration(age),
+                "age_min": round(age, 1),
+                "alerts": int(r.alerts),
+                "worst": "block" if r.blocks else "review",
+                "reasons": reasons_in_words(r.codes),
+                "total_usd": round(float(r.total_usd), 2),
+                "max_risk": round(float(r.max_risk), 3),
+                "assignee": r.assignee,
+                "last_ts": f"{r.last_ts:%Y-%m-%d %H:%M:%S}",
+                "alert_ids": list(r.alert_ids),
+            }
+        )
+    return rows
 
 
 def queue(range_label: str, *filters: Any) -> tuple[list[dict[str, Any]], Any, str]:
     """Rows, banner and count line for the current filters."""
-    store = ctx().store
+    c = ctx()
     try:
-        rng = resolve_range(store, range_label)
-        if rng is None:
+        f = build_filter(range_label, *filters)
+        if f is None:
             return [], info_banner("No transactions stored yet."), ""
-        f = build_filter(*rng, *filters)
     except ValueError as e:
         return [], info_banner(f"Filter refused: {e}"), ""
     except Exception as e:  # ClickHouse down: explicit banner, app keeps running
-        return [], error_banner(store.url, e), ""
+        return [], error_banner(c.store.url, e), ""
     try:
-        rows = table_rows(q.latest_alerts(store, f, limit=2000))
+        df = q.case_queue(c.store, f, limit=LIMIT)
     except Exception as e:
-        return [], error_banner(store.url, e), ""
-    return rows, None, f"{len(rows):,} alerts" + (" (first 2,000)" if len(rows) == 2000 else "")
+        return [], error_banner(c.store.url, e), ""
+    rows = case_rows(df, datetime.now(UTC), c.settings.dash_case_sla_minutes)
+    more = f" (the first {LIMIT:,} by priority)" if len(rows) == LIMIT else ""
+    overdue = sum(r["overdue"] for r in rows)
+    return rows, None, f"{len(rows):,} cases{more} · {overdue:,} past the SLA"
 
 
-REFRESH_IO = (
-    Output("al-table", "data"),
-    Output("al-table", "selected_rows"),
-    Output("al-table", "tooltip_data"),
-    Output("al-banner", "children"),
-    Output("al-count", "children"),
-    Input("al-tick", "n_intervals"),
-    Input("al-version", "data"),
+FILTERS = (
     Input("al-range", "value"),
     Input("al-decisions", "value"),
     Input("al-statuses", "value"),
@@ -231,138 +306,133 @@ REFRESH_IO = (
     Input("al-min", "value"),
     Input("al-max", "value"),
     Input("al-assignee-filter", "value"),
-    State("al-table", "selected_row_ids"),
+    Input("al-search", "value"),
+)
+
+REFRESH_IO = (
+    Output("al-grid", "rowData"),
+    Output("al-banner", "children"),
+    Output("al-count", "children"),
+    Input("al-tick", "n_intervals"),
+    Input("al-version", "data"),
+    *FILTERS,
 )
 
 
-def refresh(
-    _tick: Any,
-    _version: Any,
-    range_label: str,
-    decisions: list[str],
-    statuses: list[str],
-    rule: str | None,
-    min_usd: float | None,
-    max_usd: float | None,
-    assignee: str | None,
-    selected_ids: list[str] | None,
-) -> tuple[Any, ...]:
-    rows, banner, count = queue(range_label, decisions, statuses, rule, min_usd, max_usd, assignee)
-    keep = set(selected_ids or ())
-    selected = [i for i, r in enumerate(rows) if r["id"] in keep]
-    tips = [{"rules": {"value": r["reasons"], "type": "text"}} for r in rows]
-    return rows, selected, tips, banner, count
+def refresh(_tick: Any, _version: Any, range_label: str, *filters: Any) -> tuple[Any, ...]:
+    return queue(range_label, *filters)
 
 
-def record_verdicts(
-    rows: list[dict[str, Any]], verdict: str, assignee: str | None, note: str | None, now: datetime
-) -> str:
-    """Store (and publish) one Review per selected alert; returns the message to show."""
-    if not rows:
-        return "Select one or more alerts first."
-    who = (assignee or "").strip()
-    if not who:
-        return "Enter your name as assignee."
-    try:
-        reviews = [
-            Review(
-                r["alert_id"],
-                r["txn_id"],
-                r["user_id"],
-                verdict,
-                who,
-                (note or "").strip() or None,
-                now,
-            )
-            for r in rows
-        ]
-    except ValueError as e:
-        return f"Verdict refused: {e}"
-    c = ctx()
-    c.store.save_reviews(reviews)
-    VERDICTS_RECORDED.labels(verdict).inc(len(reviews))
-    msg = f"Recorded {VERDICT_LABELS[verdict].lower()} on {len(reviews)} alert(s)"
-    if c.publish is not None:
-        try:
-            c.publish(reviews)
-            msg += f" and published to {c.settings.topic_feedback}"
-        except Exception as e:  # stored already; say what did not happen
-            VERDICTS_UNPUBLISHED.inc(len(reviews))
-            msg += f"; publishing to {c.settings.topic_feedback} failed: {e}"
-    return msg + "."
+ASSIGNEES_IO = (Output("al-assign-to", "options"), Input("al-version", "data"))
 
 
-APPLY_IO = (
+def assignees(_version: Any) -> list[str]:
+    from dash_app.auth import accounts
+
+    return accounts().names()
+
+
+ACT_IO = (
     Output("al-message", "children"),
     Output("al-version", "data"),
+    Input("al-claim", "n_clicks"),
+    Input("al-assign", "n_clicks"),
     Input("al-apply", "n_clicks"),
-    State("al-table", "selected_row_ids"),
-    State("al-table", "data"),
+    State("al-grid", "selectedRows"),
+    State("al-assign-to", "value"),
     State("al-verdict", "value"),
-    State("al-assignee", "value"),
     State("al-note", "value"),
     State("al-version", "data"),
 )
 
 
-def apply(
-    _n: int,
-    selected_ids: list[str] | None,
-    data: list[dict[str, Any]],
+def act(
+    _claim: Any,
+    _assign: Any,
+    _apply: Any,
+    selected: list[dict[str, Any]] | None,
+    assign_to: str | None,
     verdict: str,
-    assignee: str | None,
     note: str | None,
-    version: int,
+    version: int | None,
+    trigger: str | None = None,
 ) -> tuple[str, int]:
-    keep = set(selected_ids or ())
-    rows = [r for r in data or [] if r["id"] in keep]
+    """Claim, assign or judge the selected cases (``trigger`` = the button's id)."""
+    trigger = trigger or callback_context.triggered_id
+    ids = [r["id"] for r in selected or () if isinstance(r, dict) and "id" in r]
+    seen = {r["id"]: list(r.get("alert_ids") or ()) for r in selected or () if "id" in r}
+    now = datetime.now(UTC)
     try:
-        msg = record_verdicts(rows, verdict, assignee, note, datetime.now(UTC))
+        if trigger == "al-claim":
+            msg = casework.claim(ids, now)
+        elif trigger == "al-assign":
+            msg = casework.assign(ids, assign_to, now)
+        else:
+            msg = casework.give_verdict(ids, seen, verdict, note, now)
+    except PermissionError as e:
+        return f"Refused: {e}.", version or 0
     except Exception as e:
-        return f"Could not record the verdict: {e}", version
+        return f"Could not record it: {e}", version or 0
     return msg, (version or 0) + 1
+
+
+NAV_IO = (Output("al-nav", "href"), Input("al-grid", "cellClicked"))
+
+
+def open_case(cell: dict[str, Any] | None) -> Any:
+    """A click on a case's user or number opens the case page."""
+    if not cell or cell.get("colId") not in ("user_id", "case") or not cell.get("rowId"):
+        return no_update
+    return case_href(str(cell["rowId"]))
 
 
 EXPORT_IO = (
     Output("al-download", "data"),
     Input("al-export", "n_clicks"),
-    State("al-range", "value"),
-    State("al-decisions", "value"),
-    State("al-statuses", "value"),
-    State("al-rule", "value"),
-    State("al-min", "value"),
-    State("al-max", "value"),
-    State("al-assignee-filter", "value"),
+    *[State(i.component_id, i.component_property) for i in FILTERS],
 )
-
-
-NAV_IO = (
-    Output("al-nav", "href"),
-    Input("al-table", "active_cell"),
-    State("al-table", "data"),
-)
-
-
-def open_user(cell: dict[str, Any] | None, data: list[dict[str, Any]] | None) -> Any:
-    """A click on a user cell opens that user's page."""
-    return clicked_user_href(cell, data) or no_update
-
 
 CSV_LIMIT = 100_000
-CSV_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+CSV_TIME_COLUMNS = ("ts", "created_at", "reviewed_at")
+CSV_MONEY_COLUMNS = ("amount", "amount_usd")
 
 
-def alerts_csv(df: Any) -> str:
-    """The export as CSV text, every text cell neutralised for spreadsheets (user ids,
-    merchants, notes and assignees are attacker-controllable; see :func:`csv_safe`)."""
-    return csv_safe(df).to_csv(index=False, date_format=CSV_DATE_FORMAT)
+def alerts_csv(df: pd.DataFrame) -> str:
+    """The export as CSV text: times as ISO-8601 UTC (empty when unset, e.g. an unreviewed
+    alert's reviewed_at), amounts with two decimals, every text cell neutralised for
+    spreadsheets (ids, merchants, notes are attacker-controllable; see :func:`csv_safe`)."""
+    out = df.copy()
+    for col in CSV_TIME_COLUMNS:
+        if col in out:
+            out[col] = [_iso(v) for v in out[col]]
+    for col in CSV_MONEY_COLUMNS:
+        if col in out:
+            out[col] = [f"{float(v):.2f}" for v in out[col]]
+    return csv_safe(out).to_csv(index=False)
 
 
-def export(_n: int, range_label: str, *filters: Any) -> Any:
-    store = ctx().store
-    rng = resolve_range(store, range_label)
-    if rng is None:
+def _iso(v: Any) -> str:
+    if v is None or pd.isna(v):
+        return ""
+    return pd.Timestamp(v).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def export(_n: int, range_label: str, *filters: Any, now: datetime | None = None) -> Any:
+    """The alerts of the listed cases (with their case id) as CSV, named by the wall-clock
+    time of the export."""
+    c = ctx()
+    f = build_filter(range_label, *filters)
+    if f is None:
         return no_update
-    df = q.latest_alerts(store, build_filter(*rng, *filters), limit=CSV_LIMIT)
-    text = alerts_csv(df)
-    return {"content": text, "filename": f"alerts-{rng[1]:%Y%m%dT%H%M}.csv", "type": "text/csv"}
+    cases = q.case_queue(c.store, f, limit=LIMIT)
+    case_of = {a: cid for cid, ids in zip(cases.case_id, cases.alert_ids, strict=True) for a in ids}
+    df = (
+        q.alert_by_id(c.store, list(case_of)[:CSV_LIMIT]) if case_of else q.alert_by_id(c.store, [])
+    )
+    df.insert(0, "case_id", [case_of.get(a, "") for a in df.alert_id])
+    at = now or datetime.now(UTC)
+    return {
+        "content": alerts_csv(df),
+        "filename": f"alerts-{at:%Y%m%dT%H%M%SZ}.csv",
+        "type": "text/csv",
+    }

@@ -16,9 +16,11 @@ from dash_app.components import (
     kpi,
     money,
     range_picker,
+    reasons_in_words,
     user_nav,
 )
 from dash_app.context import ctx, resolve_range
+from dash_app.encode import case_href
 
 KPI_IDS = (
     "ov-kpi-rate",
@@ -44,7 +46,12 @@ def layout(**_: Any) -> html.Div:
                     kpi("volume (USD)", "–", KPI_IDS[2]),
                     kpi("flagged rate", "–", KPI_IDS[3]),
                     kpi("blocked (USD)", "–", KPI_IDS[4]),
-                    kpi("open alerts", "–", KPI_IDS[5]),
+                    dcc.Link(
+                        kpi("open alerts", "–", KPI_IDS[5]),
+                        href="/alerts",
+                        title="open the case queue",
+                        className="kpi-link",
+                    ),
                     kpi("p95 ingest→decision", "–", KPI_IDS[6]),
                 ],
                 className="kpis",
@@ -76,6 +83,13 @@ def layout(**_: Any) -> html.Div:
                 ],
                 className="row",
             ),
+            html.Div(
+                [
+                    html.H4("Latest high-risk alerts"),
+                    html.Ul(id="ov-latest", className="latest"),
+                ],
+                className="panel",
+            ),
             user_nav("ov-nav"),
             dcc.Interval(id="ov-tick", interval=refresh_ms),
         ]
@@ -92,6 +106,7 @@ def _blank(message: str, banner: Any) -> dict[str, Any]:
         "rules": blank,
         "map": blank,
         "top": [],
+        "latest": [],
         "banner": banner,
     }
 
@@ -108,6 +123,7 @@ def overview_data(range_label: str) -> dict[str, Any]:
         k = q.kpis(store, start, end)
         bucket = q.bucket_seconds(start, end)
         alerts = q.latest_alerts(store, q.AlertFilter(start, end), limit=500)
+        high = alerts[alerts.risk_score >= ctx().settings.block_threshold]
         top = q.top_flagged_users(store, start, end)
         return {
             "kpis": [
@@ -134,10 +150,37 @@ def overview_data(range_label: str) -> dict[str, Any]:
                 }
                 for r in top.itertuples()
             ],
+            "latest": latest_items(high, q.alert_cases(store, _latest_ids(high))),
             "banner": None,
         }
     except Exception as e:  # any store failure becomes an explicit banner, not a crash
         return _blank("ClickHouse unavailable", error_banner(ctx().store.url, e))
+
+
+LATEST = 10
+
+
+def latest_items(alerts: Any, cases: dict[str, str]) -> list[html.Li]:
+    """The newest blocked alerts (then the riskiest reviews), each a link to its case;
+    texts are plain strings."""
+    if alerts.empty:
+        return [html.Li("No alerts in this range.", className="muted")]
+    top = alerts.sort_values(["ts", "risk_score"], ascending=False).head(LATEST)
+    items = []
+    for r in top.itertuples(index=False):
+        line = (
+            f"{r.ts:%H:%M:%S} · {r.decision} · risk {r.risk_score:.2f} · "
+            f"${float(r.amount_usd):,.2f} · {r.user_id} · {reasons_in_words(r.rules.split(', '))}"
+        )
+        cid = cases.get(r.alert_id)
+        items.append(html.Li(dcc.Link(line, href=case_href(cid)) if cid else line))
+    return items
+
+
+def _latest_ids(alerts: Any) -> list[str]:
+    if alerts.empty:
+        return []
+    return list(alerts.sort_values(["ts", "risk_score"], ascending=False).alert_id[:LATEST])
 
 
 def _ms(v: float) -> str:
@@ -152,6 +195,7 @@ REFRESH_IO = (
         Output("ov-rules", "figure"),
         Output("ov-map", "figure"),
         Output("ov-top", "data"),
+        Output("ov-latest", "children"),
         Output("ov-banner", "children"),
     ],
     Input("ov-tick", "n_intervals"),
@@ -161,7 +205,16 @@ REFRESH_IO = (
 
 def refresh(_tick: int | None, range_label: str) -> list[Any]:
     d = overview_data(range_label)
-    return [*d["kpis"], d["series"], d["risk"], d["rules"], d["map"], d["top"], d["banner"]]
+    return [
+        *d["kpis"],
+        d["series"],
+        d["risk"],
+        d["rules"],
+        d["map"],
+        d["top"],
+        d["latest"],
+        d["banner"],
+    ]
 
 
 NAV_IO = (Output("ov-nav", "href"), Input("ov-top", "active_cell"), State("ov-top", "data"))

@@ -3,8 +3,9 @@ data (real engines via the ``store`` fixture), plus its HTTP surface and login."
 
 from __future__ import annotations
 
-import base64
-from datetime import timedelta
+import csv
+import io
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -15,8 +16,11 @@ from dash_app import figures as fig
 from dash_app.app import create_app
 from dash_app.context import AppContext, resolve_range, set_context
 from dash_app.views import alerts, overview, user
+from dash_app.views import case as case_view
+from schemas.cases import case_id_for
 from schemas.settings import Settings, load_settings
 from tests.conftest import T0
+from tests.dashboard.callbacks import call
 from tests.store import known
 
 
@@ -116,26 +120,34 @@ def test_clickhouse_down_is_a_banner_naming_the_url() -> None:
     assert rows == [] and "127.0.0.1:9" in str(banner)
 
 
-def test_alert_queue_filters_and_keeps_selection_across_refresh(app_store: Store) -> None:
-    data, selected, tips, banner, count = alerts.refresh(
-        1,
-        0,
-        "7 days",
-        ["review", "block"],
-        ["open", "escalated"],
-        None,
-        None,
-        None,
-        None,
-        [known_alert("t3")],
+OPEN = ["open", "claimed", "escalated"]
+NO_FILTER = (None, None, None, None, None)
+
+
+def queue(statuses: list[str] = OPEN, decisions: list[str] | None = None, *more: object):
+    """The case queue callback's rows, banner and count line."""
+    rest = more or NO_FILTER
+    return alerts.refresh(1, 0, "all time", decisions or ["review", "block"], statuses, *rest)
+
+
+def test_case_queue_lists_cases_by_priority_with_filters(app_store: Store) -> None:
+    rows, banner, count = queue()
+    assert banner is None and count.startswith("2 cases")
+    assert [r["user_id"] for r in rows] == ["u2", "u3"], "block first, then risk x amount"
+    u2 = rows[0]
+    assert (u2["id"], u2["alerts"], u2["total_usd"], u2["status"]) == (
+        case_id_for("u2", 1),
+        2,
+        610.0,
+        "open",
     )
-    assert banner is None and count == "2 alerts"
-    assert [r["txn_id"] for r in data] == ["t5", "t3"]
-    assert selected == [1], "selection follows the alert id, not the row index"
-    assert tips[0]["rules"]["value"].startswith("card_testing: ")
-    data, *_ = alerts.refresh(2, 0, "7 days", ["block"], [], "card_testing", 1.0, 10.0, None, [])
-    assert [r["txn_id"] for r in data] == ["t5"]
-    _, _, _, banner, _ = alerts.refresh(2, 0, "7 days", [], [], None, 50.0, 10.0, None, [])
+    assert u2["reasons"] == "Anomalous pattern, high amount, impossible travel"
+    assert u2["sla"].startswith("overdue "), "raised long ago against a 60 min SLA"
+    rows, *_ = queue(OPEN, ["block"], "card_testing", 1.0, 10.0, None, None)
+    assert [r["user_id"] for r in rows] == ["u3"]
+    rows, *_ = queue(OPEN, None, None, None, None, None, "c-u3")  # search a card id
+    assert [r["user_id"] for r in rows] == ["u3"]
+    _, banner, _ = queue(OPEN, None, None, 50.0, 10.0, None, None)
     assert "min_usd=50.0 is above max_usd=10.0" in str(banner)
 
 
@@ -145,32 +157,59 @@ def known_alert(txn_id: str) -> str:
     return alert_id_for(txn_id)
 
 
-def test_verdicts_are_recorded_and_the_queue_updates(app_store: Store) -> None:
-    data, *_ = alerts.refresh(1, 0, "7 days", [], ["open"], None, None, None, None, [])
-    assert [r["txn_id"] for r in data] == ["t3"]
-    msg, version = alerts.apply(
-        1, [known_alert("t3")], data, "false_positive", " zoe ", "card reissued", 4
+def _seen(case_id: str) -> list[dict[str, object]]:
+    return [{"id": r["id"]} for r in case_view.case_data(case_id)["alerts"]]
+
+
+def test_case_verdict_records_reviews_closes_the_case_and_the_queue_updates(
+    app_store: Store,
+) -> None:
+    cid = case_id_for("u2", 1)
+    rows = _seen(cid)
+    msg, version, note = case_view.act(
+        *[None] * 6, cid, rows, [], None, " card reissued ", 4, trigger="cs-fp"
     )
-    assert msg == "Recorded false positive on 1 alert(s)." and version == 5
-    data, *_ = alerts.refresh(1, 5, "7 days", [], ["open"], None, None, None, None, [])
-    assert data == []
+    assert msg == "Recorded false positive on 2 alert(s) of 1 case(s); closed 1 case(s)."
+    assert (version, note) == (5, "")
+    assert [r["user_id"] for r in queue()[0]] == ["u3"], "the closed case left the queue"
     df = q.latest_alerts(app_store, q.AlertFilter(T0, T0 + timedelta(hours=2), user_id="u2"))
-    t3 = df[df.txn_id == "t3"].iloc[0]
-    assert (t3.status, t3.assignee, t3.note) == ("false_positive", "zoe", "card reissued")
-    assert alerts.apply(1, [], data, "escalated", "zoe", None, 5)[0].startswith("Select one")
-    assert (
-        "Enter your name"
-        in alerts.apply(
-            1, [known_alert("t4")], [{"id": known_alert("t4")}], "escalated", "  ", None, 5
-        )[0]
-    )
+    assert set(df.status) == {"false_positive"} and set(df.assignee) == {"local"}
+    assert set(df.note) == {"card reissued"}
+    history = case_view.case_data(cid)["history"]
+    assert [(h["actor"], h["action"], h["detail"]) for h in history] == [
+        ("local", "verdict", "false_positive"),
+        ("local", "close", ""),
+    ]
+    assert history[0]["note"] == "card reissued"
+    again = case_view.act(*[None] * 6, cid, rows, [], None, None, 5, trigger="cs-fraud")
+    assert again[0].startswith("Select one or more alerts of an open case first")
 
 
-def test_export_is_the_current_filter_as_csv(app_store: Store) -> None:
-    out = alerts.export(1, "7 days", ["block"], [], None, None, None, None)
-    lines = out["content"].splitlines()
-    assert lines[0].startswith("alert_id,ts,user_id,txn_id")
-    assert len(lines) == 3 and out["filename"].endswith(".csv")
+def test_verdict_on_selected_alerts_keeps_the_case_open(app_store: Store) -> None:
+    cid = case_id_for("u2", 1)
+    rows = _seen(cid)
+    t3 = {"id": known_alert("t3")}
+    msg, *_ = case_view.act(*[None] * 6, cid, rows, [t3], None, None, 0, trigger="cs-escalate")
+    assert msg == "Recorded escalate on 1 alert(s) of 1 case(s)."
+    got = {r["txn_id"]: r["status"] for r in case_view.case_data(cid)["alerts"]}
+    assert got == {"t3": "escalated", "t4": "confirmed_fraud"}
+    assert queue()[0][0]["status"] == "escalated"
+    # t4 is already confirmed: confirming t3 settles every alert, so the case closes
+    msg, *_ = case_view.act(*[None] * 6, cid, rows, [t3], None, None, 0, trigger="cs-fraud")
+    assert msg.endswith("closed 1 case(s).")
+
+
+def test_export_is_the_listed_cases_alerts_as_csv(app_store: Store) -> None:
+    now = datetime(2026, 5, 1, 9, 30, 15, tzinfo=UTC)
+    out = alerts.export(1, "all time", ["block", "review"], OPEN, *NO_FILTER, now=now)
+    rows = list(csv.DictReader(io.StringIO(out["content"])))
+    assert out["filename"] == "alerts-20260501T093015Z.csv", "named by the export time"
+    assert {r["txn_id"] for r in rows} == {"t3", "t4", "t5"}
+    t3 = next(r for r in rows if r["txn_id"] == "t3")
+    assert t3["case_id"] == case_id_for("u2", 1)
+    assert t3["reviewed_at"] == "", "unreviewed: empty, not 1970-01-01"
+    assert (t3["amount"], t3["amount_usd"]) == ("100.00", "110.00")
+    assert t3["ts"] == "2026-03-02T12:01:01.000Z"
 
 
 def test_user_page_profile_timeline_and_alerts(app_store: Store) -> None:
@@ -198,13 +237,25 @@ def test_pages_are_served(app_store: Store, path: str) -> None:
 
 
 def test_login_when_configured(app_store: Store) -> None:
+    """FRAUD_DASH_AUTH accounts sign in on the login page (cookie session, analyst role)."""
     c = _client(load_settings(dash_auth="ana:s3cret,bob:pw2"), app_store)
-    assert c.get("/").status_code == 401
-    assert c.get("/healthz").status_code == 200
-    bad = base64.b64encode(b"ana:wrong").decode()
-    assert c.get("/", headers={"Authorization": f"Basic {bad}"}).status_code == 401
-    good = base64.b64encode(b"ana:s3cret").decode()
-    assert c.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
+    r = c.get("/alerts")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/login?next=/alerts")
+    assert c.post("/_dash-update-component", json={}).status_code == 401
+    assert c.get("/healthz").status_code == 200 and c.get("/login").status_code == 200
+    bad = c.post("/login", data={"username": "ana", "password": "wrong"})
+    assert bad.status_code == 401 and "wrong password" in bad.get_data(as_text=True)
+    ok = c.post("/login?next=/alerts", data={"username": "ana", "password": "s3cret"})
+    assert ok.status_code == 302 and ok.headers["Location"] == "/alerts"
+    assert c.get("/alerts").status_code == 200
+    assert (
+        c.post(
+            "/login?next=//evil.example", data={"username": "ana", "password": "s3cret"}
+        ).headers["Location"]
+        == "/"
+    )
+    c.get("/logout")
+    assert c.get("/alerts").status_code == 302
     assert "s3cret" not in str(load_settings(dash_auth="ana:s3cret").safe_dict())
 
 
@@ -221,8 +272,16 @@ def test_metrics_count_verdicts_and_need_no_login(app_store: Store) -> None:
         ]
         return float(line[0].split()[-1]) if line else 0.0
 
+    c.post("/login", data={"username": "ana", "password": "s3cret"})
     before = recorded()
-    data, *_ = alerts.refresh(1, 0, "7 days", [], ["open"], None, None, None, None, [])
-    msg, _ = alerts.apply(1, [known_alert("t3")], data, "confirmed_fraud", "zoe", None, 1)
-    assert msg.startswith("Recorded confirmed fraud on 1 alert")
+    cid = case_id_for("u3", 1)
+    rows = [{"id": known_alert("t5")}]
+    status, out = call(
+        c,
+        case_view.ACT_IO,
+        [None, None, 1, None, None, None, cid, rows, [], None, None, 1],
+        "cs-fraud.n_clicks",
+    )
+    assert status == 200, out
+    assert str(out["cs-message.children"]).startswith("Recorded confirmed fraud on 1 alert")
     assert recorded() == before + 1

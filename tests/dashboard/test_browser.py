@@ -25,6 +25,7 @@ from clickhouse.store import Store
 from dash_app.app import create_app
 from dash_app.encode import user_href
 from dataflows.connectors.embedded import free_port
+from schemas.cases import AppUser, case_id_for
 from schemas.settings import load_settings
 from tests.conftest import T0
 from tests.dashboard import hostile
@@ -82,7 +83,7 @@ def test_overview_shows_the_store_kpis(browser: webdriver.Chrome, app_url) -> No
     url, store = app_url
     browser.get(url + "/")
     end = T0 + timedelta(hours=1, milliseconds=1)
-    k = q.kpis(store, end - timedelta(hours=1), end)
+    k = q.kpis(store, end - timedelta(hours=24), end)  # the default range
     _wait_text(browser, "#ov-kpi-txns", f"{k.txns:,}")
     _wait_text(browser, "#ov-kpi-open", f"{k.open_alerts:,}")
     _wait_text(browser, "#ov-top", "u2")
@@ -96,17 +97,24 @@ def test_overview_shows_the_store_kpis(browser: webdriver.Chrome, app_url) -> No
     assert _console_errors(browser) == []
 
 
-def test_triage_an_alert_in_the_queue(browser: webdriver.Chrome, app_url) -> None:
+def _select_row(d: webdriver.Chrome, grid: str, row_id: str) -> None:
+    sel = f"#{grid} .ag-row[row-id='{row_id}'] .ag-selection-checkbox .ag-checkbox-input-wrapper"
+    WebDriverWait(d, 20).until(ec.element_to_be_clickable((By.CSS_SELECTOR, sel))).click()
+
+
+def test_triage_a_case_in_the_queue(browser: webdriver.Chrome, app_url) -> None:
     url, _ = app_url
     browser.get(url + "/alerts")
-    _wait_text(browser, "#al-count", "2 alerts")  # open + escalated by default
-    rows = browser.find_elements(By.CSS_SELECTOR, "#al-table tbody tr")
-    target = next(r for r in rows if "u2" in r.text)
-    target.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
-    browser.find_element(By.ID, "al-assignee").send_keys("zoe")
+    _wait_text(browser, "#al-count", "2 cases")  # u2 (2 alerts) and u3, open by default
+    _wait_text(browser, "#al-grid", "high amount, impossible travel")  # reasons in words
+    _select_row(browser, "al-grid", case_id_for("u2", 1))
     browser.find_element(By.ID, "al-apply").click()
-    _wait_text(browser, "#al-message", "Recorded confirmed fraud on 1 alert(s).")
-    _wait_text(browser, "#al-count", "1 alerts")  # it left the open queue at once
+    _wait_text(
+        browser,
+        "#al-message",
+        "Recorded confirmed fraud on 2 alert(s) of 1 case(s); closed 1 case(s).",
+    )
+    _wait_text(browser, "#al-count", "1 cases")  # it left the open queue at once
     assert _console_errors(browser) == []
 
 
@@ -133,14 +141,76 @@ def test_hostile_ids_are_text_and_open_their_own_page(browser: webdriver.Chrome,
     next(c for c in cells if c.text == hostile.MD_LINK).click()
     _wait_text(browser, "h2", f"User {hostile.MD_LINK}")
     assert urlsplit(browser.current_url).path == user_href(hostile.MD_LINK)
-    browser.get(url + "/alerts")  # the queue's user cells navigate the same way
-    _wait_text(browser, "#al-count", "alerts")
-    cell = browser.find_element(By.CSS_SELECTOR, "#al-table td[data-dash-column='user_id']")
-    uid = cell.text
-    cell.click()
-    _wait_text(browser, "h2", f"User {uid}")
+    browser.get(url + "/alerts")  # the queue's user cells open the case, shown as text
+    _wait_text(browser, "#al-grid", hostile.MD_LINK)
+    assert browser.find_elements(By.CSS_SELECTOR, "a[href*='evil']") == []
+    cells = browser.find_elements(By.CSS_SELECTOR, "#al-grid .ag-cell[col-id='user_id']")
+    next(c for c in cells if c.text == hostile.MD_LINK).click()
+    _wait_text(browser, "#cs-title", f"Case #1 of user {hostile.MD_LINK}")
+    browser.find_element(By.LINK_TEXT, "user page →").click()
+    _wait_text(browser, "h2", f"User {hostile.MD_LINK}")
+    assert browser.find_elements(By.CSS_SELECTOR, "a[href*='evil']") == []
     for uid in ids[1:]:
         browser.get(url + user_href(uid))
         _wait_text(browser, "h2", f"User {uid}")
         _wait_text(browser, "#us-alerts", "false_positive")
+    assert _console_errors(browser) == []
+
+
+@pytest.fixture(scope="module")
+def signed_app(chdb_url: str) -> Iterator[tuple[str, Store]]:
+    """The app with accounts (sign-in required): analyst ana."""
+    import uuid
+
+    from werkzeug.security import generate_password_hash
+
+    from clickhouse.store import migrate
+
+    store = Store(chdb_url, f"ui_{uuid.uuid4().hex[:8]}")
+    migrate(store, 3650)
+    known.load(store, duplicates=True)
+    h = generate_password_hash("ana-password", method="pbkdf2:sha256:1000")
+    q.save_app_user(store, AppUser("ana", "analyst", h, T0))
+    app = create_app(load_settings(dash_refresh_s=1.0), store)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app.server, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{port}", store
+    server.shutdown()
+    store.client.command(f"DROP DATABASE {store.database}")
+
+
+def test_case_workflow_as_a_signed_in_analyst(browser: webdriver.Chrome, signed_app) -> None:
+    """Sign in, open a case from the queue, claim it (keyboard), confirm fraud with a
+    note: the case leaves the queue and the audit trail names the analyst."""
+    url, store = signed_app
+    browser.get(url + "/alerts")
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "login-user")))
+    browser.find_element(By.ID, "login-user").send_keys("ana")
+    browser.find_element(By.ID, "login-password").send_keys("ana-password")
+    browser.find_element(By.ID, "login-submit").click()
+    _wait_text(browser, "#al-count", "2 cases")
+    _wait_text(browser, "nav", "ana (analyst)")
+    cells = browser.find_elements(By.CSS_SELECTOR, "#al-grid .ag-cell[col-id='user_id']")
+    next(c for c in cells if c.text == "u3").click()
+    _wait_text(browser, "#cs-title", "Case #1 of user u3")
+    _wait_text(browser, "#cs-alerts", "card_testing (0.7): card_testing detail")
+    assert browser.find_element(By.ID, "cs-assign").get_attribute("disabled") is not None
+    browser.find_element(By.TAG_NAME, "body").send_keys("c")  # shortcut: claim
+    _wait_text(browser, "#cs-message", "ana claimed 1 case(s).")
+    _wait_text(browser, "#cs-summary", "claimed")
+    browser.find_element(By.ID, "cs-note").send_keys("customer confirmed the card was stolen")
+    browser.find_element(By.ID, "cs-fraud").click()
+    _wait_text(browser, "#cs-message", "closed 1 case(s)")
+    for text in ("claim", "verdict", "close", "confirmed_fraud", "customer confirmed"):
+        _wait_text(browser, "#cs-history", text)
+    assert "ana" in browser.find_element(By.ID, "cs-history").text
+    browser.find_element(By.LINK_TEXT, "← case queue").click()
+    _wait_text(browser, "#al-count", "1 cases")
+    h = q.case_history(store, case_id_for("u3", 1))
+    assert list(zip(h.actor, h.action, strict=True)) == [
+        ("ana", "claim"),
+        ("ana", "verdict"),
+        ("ana", "close"),
+    ]
     assert _console_errors(browser) == []

@@ -23,11 +23,13 @@ from dash_app.app import create_app
 from dash_app.context import AppContext, set_context
 from dash_app.encode import csv_cell, csv_safe, user_href, user_id_from_path
 from dash_app.views import alerts, overview, user
+from dash_app.views import case as case_view
 from schemas.settings import load_settings
 from tests.dashboard import hostile
 from tests.dashboard.hostile import HOSTILE_IDS, MD_LINK
 
-ALL_STATUSES = ["open", "confirmed_fraud", "false_positive", "escalated"]
+ALL_STATUSES = ["open", "claimed", "escalated", "closed"]
+ANY = (None, None, None, None, None)
 
 
 @pytest.fixture
@@ -68,6 +70,10 @@ def _assert_nothing_parsed(layout: Any) -> None:
         if _type(c) == "DataTable":
             for col in _prop(c, "columns") or ():
                 assert col.get("presentation") not in ("markdown", "html"), col
+        if _type(c) == "AgGrid":
+            assert not _prop(c, "dangerously_allow_code"), c
+            for col in _prop(c, "columnDefs") or ():
+                assert "cellRenderer" not in col, col  # the default renderer sets textContent
         href = _prop(c, "href")
         if href:
             assert not urlsplit(href).netloc, f"link to another host: {href}"
@@ -90,26 +96,39 @@ def _cell(rows: list[dict[str, Any]], user_id: str) -> dict[str, Any]:
 # --- 1. ids are text, links are built (never markdown) ----------------------------
 
 
-def test_alert_queue_shows_ids_as_text_and_clicks_open_the_encoded_user_page(
+def _grid_cell(rows: list[dict[str, Any]], user_id: str) -> dict[str, Any]:
+    """The ``cellClicked`` AG Grid sends when the analyst clicks this user's cell."""
+    row = next(r for r in rows if r["user_id"] == user_id)
+    return {"colId": "user_id", "rowId": row["id"], "value": user_id}
+
+
+def test_case_queue_shows_ids_as_text_and_clicks_open_the_case_then_the_user(
     hostile_store: Store,
 ) -> None:
     _assert_nothing_parsed(alerts.layout())
-    rows, *_ = alerts.refresh(1, 0, "7 days", [], ALL_STATUSES, None, None, None, None, [])
-    assert {"name": "user", "id": "user_id"} in alerts.COLUMNS, "the id is shown verbatim"
+    rows, *_ = alerts.refresh(1, 0, "all time", [], ALL_STATUSES, *ANY)
+    user_col = next(c for c in alerts.COLUMNS if c["field"] == "user_id")
+    assert "cellRenderer" not in user_col, "the id is shown verbatim"
     assert sorted(r["user_id"] for r in rows) == sorted(HOSTILE_IDS)
     for row in rows:
-        _assert_user_href(alerts.open_user(_cell(rows, row["user_id"]), rows), row["user_id"])
-    assert alerts.open_user(_cell(rows, MD_LINK), rows) == (
-        "/users/x%5D%28https%3A%2F%2Fevil.example%29%20%5By"
-    )
+        href = alerts.open_case(_grid_cell(rows, row["user_id"]))
+        assert href == f"/cases/{row['id']}" and not urlsplit(href).netloc
+        page = case_view.layout(case_path=row["id"])
+        _assert_nothing_parsed(page)
+        d = case_view.case_data(row["id"])
+        assert d["title"] == f"Case #1 of user {row['user_id']}"
+        link = case_view.refresh(None, 0, row["id"])[1]
+        _assert_user_href(link.href, row["user_id"])
+        assert [a["merchant"] for a in d["alerts"]] == [f"{hostile.FORMULA_MERCHANT} (grocery)"]
 
 
-def test_only_user_cells_navigate(hostile_store: Store) -> None:
-    rows, *_ = alerts.refresh(1, 0, "7 days", [], ALL_STATUSES, None, None, None, None, [])
-    cell = _cell(rows, "x/y")
-    assert alerts.open_user({**cell, "column_id": "amount"}, rows) is alerts.no_update
-    assert alerts.open_user(None, rows) is alerts.no_update
-    assert alerts.open_user({**cell, "row_id": "gone"}, rows) is alerts.no_update
+def test_only_user_and_case_cells_navigate(hostile_store: Store) -> None:
+    rows, *_ = alerts.refresh(1, 0, "all time", [], ALL_STATUSES, *ANY)
+    cell = _grid_cell(rows, "x/y")
+    assert alerts.open_case({**cell, "colId": "case"}) == f"/cases/{cell['rowId']}"
+    assert alerts.open_case({**cell, "colId": "total_usd"}) is alerts.no_update
+    assert alerts.open_case(None) is alerts.no_update
+    assert alerts.open_case({**cell, "rowId": None}) is alerts.no_update
 
 
 def test_overview_top_users_are_text_and_open_the_encoded_user_page(
@@ -242,7 +261,7 @@ def test_csv_safe_keeps_numbers_and_missing_values() -> None:
 
 
 def test_export_neutralises_every_text_cell(hostile_store: Store) -> None:
-    out = alerts.export(1, "7 days", [], ALL_STATUSES, None, None, None, None)
+    out = alerts.export(1, "all time", [], ALL_STATUSES, *ANY)
     rows = list(csv.DictReader(io.StringIO(out["content"])))
     assert len(rows) == len(HOSTILE_IDS)
     for r in rows:

@@ -135,9 +135,10 @@ def test_the_compose_dashboard_command_serves_healthz_with_gunicorn(tmp_path: Pa
                 time.sleep(0.3)
         assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
         assert (status, body) == (200, b"ok")
-        with pytest.raises(urllib.error.HTTPError) as e:  # the login still guards the app
-            _get(f"http://127.0.0.1:{port}/")
-        assert e.value.code == 401
+        # the login still guards the app: "/" sends a signed-out browser to the login page
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+            assert "/login" in r.geturl()
+            assert b'id="login-password"' in r.read()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
