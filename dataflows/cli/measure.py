@@ -179,3 +179,33 @@ def register_bench(sub: Any) -> None:
     p.add_argument("--out", help="also write the Markdown table here (docs/benchmarks.md)")
     add_common(p)
     p.set_defaults(fn=cmd_bench)
+
+
+def cmd_bench_api(args: argparse.Namespace) -> int:
+    from dataflows.bench.api import format_legs, measure_api
+
+    s = settings_of(args)
+
+    def say(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    legs, held = measure_api(s, tuple(args.rates), args.seconds, say=say)
+    print(format_legs(legs, held))
+    return 0
+
+
+def register_bench_api(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench-api",
+        help="decision API latency under open-loop load (broker, flow, API on this machine)",
+    )
+    p.add_argument(
+        "--rates",
+        type=nonneg_float("rates"),
+        nargs="+",
+        default=[200.0, 500.0],
+        help="requests/s of the reported legs (200 500)",
+    )
+    p.add_argument("--seconds", type=nonneg_float("seconds"), default=10.0, help="per leg (10)")
+    add_common(p)
+    p.set_defaults(fn=cmd_bench_api)
