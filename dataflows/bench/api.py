@@ -156,18 +156,23 @@ def measure_api(
         bodies = _bodies(seed=21)
         say("warm-up: 5 s at 100 requests/s")
         asyncio.run(_leg(url, 100.0, 5.0, bodies))
-        for rate in rates:
-            say(f"{rate:g} requests/s for {seconds:g} s")
-            legs.append(asyncio.run(_leg(url, rate, seconds, bodies)))
+        # The ladder first, slowest rate first: an overloaded leg leaves a backlog that
+        # would spoil the next one, so each leg also starts after a pause.
         for rate in ladder:
-            leg = next((x for x in legs if x.rate == rate), None)
-            if leg is None:
-                say(f"ladder: {rate:g} requests/s")
-                leg = asyncio.run(_leg(url, rate, seconds, bodies))
-                legs.append(leg)
+            time.sleep(3.0)
+            say(f"ladder: {rate:g} requests/s")
+            leg = asyncio.run(_leg(url, rate, seconds, bodies))
+            legs.append(leg)
             if not leg.p99_ms <= 100.0 or leg.ok < leg.sent:
                 break
             held = rate
+        for rate in rates:
+            if any(x.rate == rate for x in legs):
+                continue
+            time.sleep(3.0)
+            say(f"{rate:g} requests/s for {seconds:g} s")
+            legs.append(asyncio.run(_leg(url, rate, seconds, bodies)))
+        legs.sort(key=lambda x: x.rate)
     finally:
         for p in (api, flow):
             p.terminate()
