@@ -45,6 +45,7 @@ from dataflows.connectors.kafka import (
     kafka_source,
 )
 from dataflows.connectors.local import StoppableSource
+from dataflows.connectors.routing import Alignment
 from dataflows.detection.idempotency import FinalDecisions, on_final
 from dataflows.detection.learner import DelayedLearner, on_learner_events
 from dataflows.detection.merchants import MerchantLabel, MerchantShard, on_events, parse_label
@@ -236,6 +237,7 @@ def build_flow(
     flow_id: str = "fraud",
     labels: Source[Any] | None = None,
     decision_sink: Sink[Any] | Encoded[Decision] | None = None,
+    align: Alignment | None = None,
 ) -> Dataflow:
     """The detection dataflow. ``clock`` stamps processed_at/created_at (inject in tests).
 
@@ -243,21 +245,36 @@ def build_flow(
     receives every scored transaction.  With a ``labels`` source (confirmed frauds, see
     :mod:`dataflows.detection.merchants`) a merchant-keyed step adds delayed merchant risk
     and the learner to the score; without one the topology is unchanged.
+
+    ``align`` keys each event's state by the source partition it was read from, salted so
+    the key lands on the worker that read it: nothing crosses workers between reading
+    and scoring.  Without it users are grouped in ``shards`` by crc32 (any source).
     """
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
     max_bytes = s.max_message_bytes
 
-    def parse(items: list[Any]) -> list[Parsed | DeadLetter]:
+    shards = s.shards
+
+    def parse(items: list[Any]) -> list[tuple[str, Parsed] | DeadLetter]:
+        """Parse a batch and key each event by its state key, in one pass."""
         metrics.count_read(items)
-        return [parse_message(item, max_bytes, clock) for item in items]
+        out: list[tuple[str, Parsed] | DeadLetter] = []
+        for item in items:
+            p = parse_message(item, max_bytes, clock)
+            if isinstance(p, DeadLetter):
+                out.append(p)
+                continue
+            key = None
+            if align is not None:
+                key = align.key_of(getattr(item, "topic", ""), getattr(item, "partition", -1))
+            out.append((key or shard_of(p[0].user_id, shards), p))
+        return out
 
     parsed = op.flat_map_batch("parse", raw, parse)
     split = op.branch("valid", parsed, lambda x: isinstance(x, tuple))
     _dead("dlq", split.falses, dlq_sink)
-
-    shards = s.shards
-    keyed = op.key_on("shard", split.trues, lambda p: shard_of(p[0].user_id, shards))
+    keyed = split.trues
     snapshots = s.recovery_dir is not None
 
     def score(shard: Shard, batch: list[Parsed]) -> list[ScoredTransaction | DeadLetter]:
@@ -331,6 +348,7 @@ def kafka_flow(
     clock: Callable[[], datetime] = utc_now,
     stop: Any = None,
     dlq_store: Sink[Any] | Encoded[DeadLetter] | None = None,
+    workers: int = 1,
 ) -> Dataflow:
     """The production flow: ``transactions`` → score → ``fraud-decisions`` /
     ``fraud-alerts`` / DLQ / rows.
@@ -342,6 +360,7 @@ def kafka_flow(
     """
     tail = s.kafka_tail if tail is None else tail
     source = kafka_source(s, s.topic_transactions, tail)
+    align = Alignment(source.list_parts(), workers) if s.align_partitions else None
     labels = kafka_source(s, s.topic_feedback, tail) if s.feedback_input else None
     if stop is not None:
         source = StoppableSource(source, stop)
@@ -356,5 +375,6 @@ def kafka_flow(
         clock=clock,
         flow_id="fraud_kafka",
         labels=labels,
+        align=align,
         decision_sink=Encoded(kafka_sink(s, s.topic_decisions), decision_message),
     )

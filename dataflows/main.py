@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from bytewax.dataflow import Dataflow
 
@@ -27,21 +28,46 @@ from dataflows.flow import kafka_flow
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
 
-__all__ = ["bytewax_recovery_dir", "get_flow", "with_running_recovery"]
+__all__ = ["bytewax_recovery_dir", "bytewax_workers", "get_flow", "with_running_recovery"]
 
 log = logging.getLogger(__name__)
 
 
-def bytewax_recovery_dir(argv: list[str]) -> Path | None:
-    """The recovery directory ``python -m bytewax.run`` was started with, read by
-    bytewax's own argument parser (flags and its environment variable alike)."""
+def _bytewax_args(argv: list[str]) -> Any:
+    """``python -m bytewax.run``'s arguments, read by bytewax's own parser (flags and its
+    environment variables alike); None if ``argv`` is not such a command line."""
     from bytewax.run import _create_arg_parser
 
     try:
         args, _ = _create_arg_parser().parse_known_args(argv)
-    except SystemExit:  # not a bytewax.run command line
+    except SystemExit:
         return None
-    return args.recovery_directory
+    return args
+
+
+def bytewax_recovery_dir(argv: list[str]) -> Path | None:
+    """The recovery directory ``python -m bytewax.run`` was started with."""
+    args = _bytewax_args(argv)
+    return None if args is None else args.recovery_directory
+
+
+def bytewax_workers(argv: list[str]) -> int:
+    """Workers of the whole cluster: ``-w`` per process times the processes in ``-a``
+    (flags only: bytewax's scaling flags are parsed outside its reusable parser).
+
+    >>> bytewax_workers(["m:f()", "-w", "1", "-i", "0", "-a", "h:1;h:2;h:3"])
+    3
+    >>> bytewax_workers(["m:f()"])
+    1
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-w", "--workers-per-process", type=int, default=1)
+    p.add_argument("-a", "--addresses", default="")
+    args, _ = p.parse_known_args(argv)
+    procs = len([a for a in (args.addresses or "").split(";") if a]) or 1
+    return max(1, args.workers_per_process) * procs
 
 
 def with_running_recovery(s: Settings, running: Path | None) -> Settings:
@@ -84,4 +110,7 @@ def get_flow() -> Dataflow:
         metrics.serve_metrics(s.metrics_port)
         metrics.LagWatcher(consumer_config(s, f"{s.consumer_group}-lag")).start()
     migrate(Store.from_settings(s), s.clickhouse_ttl_days)
-    return kafka_flow(s, clickhouse_sink(s), dlq_store=dead_letter_sink(s))
+    workers = 1
+    if getattr(sys.modules["__main__"].__spec__, "name", None) == "bytewax.run":
+        workers = bytewax_workers(sys.argv[1:])
+    return kafka_flow(s, clickhouse_sink(s), dlq_store=dead_letter_sink(s), workers=workers)

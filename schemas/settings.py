@@ -193,6 +193,12 @@ class Settings(BaseSettings):
     clickhouse_ttl_days: int = Field(90, ge=1, le=3650, description="TTL of raw rows.")
 
     # --- Dataflow runtime ----------------------------------------------------------
+    align_partitions: bool = Field(
+        False,
+        description="Key per-user state by the Kafka partition, on the worker that reads it "
+        "(no exchange before scoring); users then share a model per partition, not per shard. "
+        "Change it only on an empty recovery directory.",
+    )
     shards: int = Field(
         16, ge=1, le=4096, description="Model/state shards (crc32(user_id) % shards)."
     )

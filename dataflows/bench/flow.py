@@ -102,8 +102,11 @@ def hst_ceiling(s: Settings, n: int) -> float:
 # --- leg 2: the flow from memory ---------------------------------------------------
 
 
-def _null_flow(s: Settings, events: list[bytes], parts: int = 1) -> Any:
+def _null_flow(s: Settings, events: list[bytes], parts: int = 1, aligned: bool = False) -> Any:
+    """The flow over ``parts`` in-memory partitions; ``aligned`` keys state by partition on
+    the worker reading it (one worker per partition here)."""
     from dataflows.connectors.local import CallbackSink, PartitionedSource
+    from dataflows.connectors.routing import Alignment
     from dataflows.flow import build_flow
 
     def null(_: list[Any]) -> None:
@@ -115,6 +118,7 @@ def _null_flow(s: Settings, events: list[bytes], parts: int = 1) -> Any:
         CallbackSink(null),
         CallbackSink(null),
         CallbackSink(null),
+        align=Alignment([str(i) for i in range(parts)], parts) if aligned else None,
     )
 
 
@@ -151,13 +155,13 @@ events = pickle.load(open(sys.argv[1], "rb"))
 addresses = sys.argv[2].split(",")
 proc = int(sys.argv[3])
 flow = _null_flow(load_settings(hst_engine=sys.argv[4], shards=int(sys.argv[5])), events,
-                  parts=len(addresses))
+                  parts=len(addresses), aligned=sys.argv[6] == "1")
 cluster_main(flow, addresses, proc)
 """
 
 
 def flow_rate_processes(
-    events: list[bytes], procs: int, engine: str = "river", shards: int = 16
+    events: list[bytes], procs: int, engine: str = "river", shards: int = 16, aligned: bool = False
 ) -> float:
     """``procs`` bytewax processes (one worker each) on localhost, timed from outside."""
     from dataflows.connectors.embedded import free_port
@@ -168,7 +172,11 @@ def flow_rate_processes(
         addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(procs))
         t0 = time.perf_counter()
         cmd = [sys.executable, "-c", PROC_SCRIPT, f.name, addresses]
-        ps = [subprocess.Popen([*cmd, str(i), engine, str(shards)], cwd=ROOT) for i in range(procs)]
+        flag = "1" if aligned else "0"
+        ps = [
+            subprocess.Popen([*cmd, str(i), engine, str(shards), flag], cwd=ROOT)
+            for i in range(procs)
+        ]
         for p in ps:
             p.wait()
         os.unlink(f.name)
@@ -380,6 +388,10 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
     many = river.model_copy(update={"shards": MANY_SHARDS})
     one_many = flow_rate(many, events, 1)
     procs_many = flow_rate_processes(events, 2, "river", MANY_SHARDS)
+    al_one = flow_rate_processes(events, 1, "river", aligned=True)
+    al_two = flow_rate_processes(events, 2, "river", aligned=True)
+    al_one_np = flow_rate_processes(events, 1, "numpy", aligned=True)
+    al_two_np = flow_rate_processes(events, 2, "numpy", aligned=True)
     long = _events(cfg.recovery_events)
     base_one, base_np = flow_rate(river, long, 1), flow_rate(fast, long, 1)
     with tempfile.TemporaryDirectory(prefix="bench-rec-") as rec:
@@ -416,6 +428,17 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
             f"{procs_many:,.0f} events/s",
             f"{procs_many / one_many:.2f} × 1 worker; bytewax hashes shard keys to workers "
             "and few keys split unevenly (16 keys: 10 / 6 over 2 workers), more even out",
+        ),
+        (
+            "2. River, partition-aligned, 1 → 2 processes",
+            f"{al_one:,.0f} → {al_two:,.0f} events/s",
+            f"{al_two / al_one:.2f} × (state keyed by partition on its reading worker: "
+            "nothing crosses processes before scoring)",
+        ),
+        (
+            "2. numpy, partition-aligned, 1 → 2 processes",
+            f"{al_one_np:,.0f} → {al_two_np:,.0f} events/s",
+            f"{al_two_np / al_one_np:.2f} ×",
         ),
         (
             "2. River, 1 worker, recovery on",

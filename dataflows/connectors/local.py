@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ __all__ = [
     "CallbackSink",
     "HistorySource",
     "IterSource",
+    "LocalMessage",
     "PartitionedSource",
     "StoppableSource",
     "history_files",
@@ -76,6 +78,19 @@ class IterSource(FixedPartitionedSource[Any, int]):
         return _IterPartition(iter(self.make()), resume_state or 0, self.batch, self.pace)
 
 
+@dataclass(frozen=True, slots=True)
+class LocalMessage:
+    """A message of a local partitioned source, shaped like a Kafka message (key, value,
+    topic, partition, offset) so the flow parses it and knows where it was read."""
+
+    key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    timestamp: None = None
+
+
 class PartitionedSource(FixedPartitionedSource[Any, int]):
     """In-memory events split into ``parts`` partitions by user (benchmarks, clusters).
 
@@ -98,8 +113,9 @@ class PartitionedSource(FixedPartitionedSource[Any, int]):
         return [str(i) for i in range(len(self.parts))]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _IterPartition:
-        items = self.parts[int(for_part)]
-        return _IterPartition(iter(items), resume_state or 0, self.batch, None)
+        p = int(for_part)
+        messages = (LocalMessage(None, e, "", p, i) for i, e in enumerate(self.parts[p]))
+        return _IterPartition(messages, resume_state or 0, self.batch, None)
 
 
 class _StoppablePartition(StatefulSourcePartition[Any, Any]):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["aligned_key", "partition_owner", "route", "siphash13"]
+__all__ = ["Alignment", "aligned_key", "partition_owner", "route", "siphash13"]
 
 _M = (1 << 64) - 1
 
@@ -95,3 +95,30 @@ def aligned_key(partition: int, topic: str, partitions: int, workers: int) -> st
         if route(key, workers) == owner:
             return key
         salt += 1
+
+
+class Alignment:
+    """State keys for a source's partitions on ``workers`` workers: the events of a
+    partition are scored on the worker that reads it (see the module docstring).
+
+    ``part_keys`` are the source's ``list_parts()`` (``"{partition}-{topic}"`` for Kafka,
+    ``"{partition}"`` for the local partitioned source).  Every partition gets its own
+    state key (so its users share that key's state and model), salted to land where the
+    partition is read.
+    """
+
+    def __init__(self, part_keys: list[str], workers: int) -> None:
+        self.workers = workers
+        ordered = sorted(part_keys)
+        self._keys: dict[tuple[str, int], str] = {}
+        for key in part_keys:
+            owner = ordered.index(key) % workers
+            idx, _, topic = key.partition("-")
+            salt = 0
+            while route(f"p{key}.{salt}", workers) != owner:
+                salt += 1
+            self._keys[(topic, int(idx))] = f"p{key}.{salt}"
+
+    def key_of(self, topic: str, partition: int) -> str | None:
+        """The state key of events read from ``topic``/``partition`` (None if unknown)."""
+        return self._keys.get((topic, partition))
