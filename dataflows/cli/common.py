@@ -150,7 +150,26 @@ def gen_config(args: argparse.Namespace) -> Any:
         users=args.users,
         fraud_rate=args.fraud_rate,
         start=args.start or datetime(2026, 1, 5, tzinfo=UTC),
+        patterns=pattern_set(getattr(args, "patterns", "classic")),
     )
+
+
+def pattern_set(name: str) -> tuple[str, ...]:
+    """``classic`` (the default mix), ``all`` (plus the scenario patterns: cash-out after
+    card testing, holder back home, card-not-present without location) or a comma list."""
+    from generators.synth import CLASSIC_PATTERNS, PATTERNS
+
+    if name == "classic":
+        return CLASSIC_PATTERNS
+    if name == "all":
+        return PATTERNS
+    chosen = tuple(p.strip() for p in name.split(",") if p.strip())
+    unknown = sorted(set(chosen) - set(PATTERNS))
+    if unknown or not chosen:
+        raise ConfigError(
+            f"--patterns: unknown {unknown}; known: classic, all, {', '.join(PATTERNS)}"
+        )
+    return chosen
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -179,3 +198,9 @@ def add_generator(p: argparse.ArgumentParser, count: int) -> None:
         help="events per second (0 = as fast as possible)",
     )
     p.add_argument("--start", type=timestamp, help="event time of the first event (ISO-8601)")
+    p.add_argument(
+        "--patterns",
+        default="classic",
+        help="fraud patterns: classic (default), all (adds cash-out, holder back home, "
+        "card-not-present without location) or a comma list",
+    )

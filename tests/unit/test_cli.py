@@ -102,3 +102,21 @@ def test_partitioned_source_keeps_each_user_in_one_partition() -> None:
     assert [orjson.loads(e)["txn_id"] for e in src.parts[0]] == sorted(
         (orjson.loads(e)["txn_id"] for e in src.parts[0]), key=lambda t: int(t[1:])
     )
+
+
+def test_generate_patterns_choice(tmp_path, capsys) -> None:
+    from dataflows.cli.common import pattern_set
+    from generators.synth import CLASSIC_PATTERNS, PATTERNS
+
+    assert pattern_set("classic") == CLASSIC_PATTERNS and pattern_set("all") == PATTERNS
+    assert pattern_set("card_testing, cnp_no_location") == ("card_testing", "cnp_no_location")
+    out = tmp_path / "g.jsonl"
+    args = ["generate", "--to", "file", "--out", str(out), "--count", "30000", "--seed", "3"]
+    assert main([*args, "--patterns", "card_testing_cashout"]) == 0
+    patterns = {
+        (orjson.loads(line).get("label") or {}).get("pattern")
+        for line in out.read_bytes().splitlines()
+    }
+    assert "card_testing_cashout" in patterns and "velocity_burst" not in patterns
+    assert main(["generate", "--count", "1", "--patterns", "nope"]) == 2
+    assert "--patterns: unknown ['nope']" in capsys.readouterr().err
