@@ -97,6 +97,9 @@ def txn_row(s: ScoredTransaction) -> tuple[Any, ...]:
         s.processed_at,
         s.late,
         s.ingested_at,
+        s.policy_version,
+        _reasons(s.shadow),
+        list(s.rule_errors),
     )
 
 
@@ -122,6 +125,7 @@ def alert_row(a: Alert) -> tuple[Any, ...]:
         a.features,
         a.model_version,
         a.created_at,
+        a.policy_version,
         a.schema_version,
     )
 

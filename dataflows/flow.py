@@ -23,6 +23,7 @@ sink may be wrapped in :class:`Encoded` to map domain objects to what it accepts
 
 from __future__ import annotations
 
+import functools
 import pickle
 import zlib
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ from dataflows.connectors.routing import Alignment
 from dataflows.detection.idempotency import FinalDecisions, on_final
 from dataflows.detection.learner import DelayedLearner, on_learner_events
 from dataflows.detection.merchants import MerchantLabel, MerchantShard, on_events, parse_label
+from dataflows.detection.policy import ActivePolicy, default_active
 from dataflows.detection.scoring import Shard, new_shard, score_batch
 from schemas.scored import Alert, DeadLetter, Decision, Replayed, ScoredTransaction
 from schemas.settings import Settings
@@ -238,8 +240,14 @@ def build_flow(
     labels: Source[Any] | None = None,
     decision_sink: Sink[Any] | Encoded[Decision] | None = None,
     align: Alignment | None = None,
+    policy: Callable[[], ActivePolicy] | None = None,
 ) -> Dataflow:
     """The detection dataflow. ``clock`` stamps processed_at/created_at (inject in tests).
+
+    ``policy`` returns the rule policy in force; it is called once per batch by every
+    scoring step, so a new policy published while the flow runs applies from the next
+    batch on (see :mod:`dataflows.detection.policy`).  Without it the built-in policy
+    for ``s`` runs.
 
     ``row_sink`` may be several sinks (e.g. ClickHouse plus a progress counter); each
     receives every scored transaction.  With a ``labels`` source (confirmed frauds, see
@@ -277,8 +285,10 @@ def build_flow(
     keyed = split.trues
     snapshots = s.recovery_dir is not None
 
+    in_force = policy if policy is not None else functools.partial(default_active, s)
+
     def score(shard: Shard, batch: list[Parsed]) -> list[ScoredTransaction | DeadLetter]:
-        return score_batch(shard, batch, s, clock())
+        return score_batch(shard, batch, s, clock(), in_force())
 
     outcome = stateful_step("score", keyed, lambda: new_shard(s), score, snapshots)
     # An event whose scoring failed comes back as a dead letter (see score_batch).
@@ -286,7 +296,7 @@ def build_flow(
     _dead("score_dlq", ok.falses, dlq_sink)
     scored: Stream[ScoredTransaction] = ok.trues
     if labels is not None:
-        scored = _feedback_steps(flow, s, scored, labels, clock, dlq_sink)
+        scored = _feedback_steps(flow, s, scored, labels, clock, dlq_sink, in_force)
         keyed_final = op.key_on("final_shard", scored, lambda x: shard_of(x.txn.user_id, shards))
         scored = stateful_step("final", keyed_final, FinalDecisions, on_final, snapshots)
     if decision_sink is not None:
@@ -306,6 +316,7 @@ def _feedback_steps(
     labels: Source[Any],
     clock: Callable[[], datetime],
     dlq_sink: DlqSinks,
+    in_force: Callable[[], ActivePolicy],
 ) -> Stream[ScoredTransaction]:
     """Merge confirmed-fraud labels with scored transactions by merchant and rescore;
     then, unless ``learner_weight`` is 0, the supervised learner over the whole stream."""
@@ -324,7 +335,7 @@ def _feedback_steps(
     snapshots = s.recovery_dir is not None
 
     def merchant_risk(state: MerchantShard, batch: list[Any]) -> list[ScoredTransaction]:
-        return on_events(state, batch, s)
+        return on_events(state, batch, s, in_force())
 
     enriched = stateful_step("merchant", keyed, MerchantShard, merchant_risk, snapshots)
     if s.learner_weight <= 0:
@@ -335,7 +346,7 @@ def _feedback_steps(
     delay_ms = s.label_delay_days * DAY_MS
 
     def learn(state: DelayedLearner, batch: list[Any]) -> list[ScoredTransaction]:
-        return on_learner_events(state, batch, s)
+        return on_learner_events(state, batch, s, in_force())
 
     return stateful_step("learner", keyed, lambda: DelayedLearner(delay_ms), learn, snapshots)
 

@@ -72,7 +72,7 @@ class FieldSpec:
 
     ``kind`` is one of: ``id`` (non-empty bounded string), ``str``, ``float``, ``int``,
     ``bool``, ``ts`` (ISO-8601 with offset), ``enum``, ``currency``, ``country``,
-    ``lat``, ``lon``, ``ip``, ``reasons``, ``features``.
+    ``lat``, ``lon``, ``ip``, ``reasons``, ``features``, ``strings`` (a list of text).
     """
 
     name: str
@@ -126,6 +126,8 @@ class FieldSpec:
             }
         elif k == "features":
             s = {"type": "object", "additionalProperties": {"type": "number"}}
+        elif k == "strings":
+            s = {"type": "array", "items": {"type": "string"}}
         else:  # pragma: no cover - guarded by tests over every spec
             raise ValueError(f"unknown field kind {k!r} for {self.name!r}")
         if self.minimum is not None:

@@ -15,6 +15,7 @@ from schemas.fields import json_schema_for
 from schemas.scored import (
     ALERT_SPECS,
     ALERT_V1_SPECS,
+    ALERT_V2_SPECS,
     ALERT_VERSION,
     DECISION_SPECS,
     DECISION_VERSION,
@@ -53,6 +54,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "transaction-v1.json": _transaction(1),
         f"transaction-v{TRANSACTION_VERSION}.json": _transaction(),
         "alert-v1.json": json_schema_for("Alert", 1, ALERT_V1_SPECS),
+        "alert-v2.json": json_schema_for("Alert", 2, ALERT_V2_SPECS),
         f"alert-v{ALERT_VERSION}.json": json_schema_for("Alert", ALERT_VERSION, ALERT_SPECS),
         f"review-v{REVIEW_VERSION}.json": json_schema_for("Review", REVIEW_VERSION, REVIEW_SPECS),
         f"decision-v{DECISION_VERSION}.json": json_schema_for(

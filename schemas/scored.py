@@ -8,7 +8,7 @@ test fails if the model changes without a version bump.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from schemas.vocab import DECISIONS, VERDICTS
 __all__ = [
     "ALERT_SPECS",
     "ALERT_V1_SPECS",
+    "ALERT_V2_SPECS",
     "ALERT_VERSION",
     "DEAD_LETTER_SPECS",
     "DECISIONS",
@@ -55,9 +56,10 @@ __all__ = [
     "rules_version_of",
 ]
 
-ALERT_VERSION = 2
-"""Alert v2: ``lat``/``lon`` may be null (a transaction without a location).  Otherwise
-as v1, whose schema stays published in ``schemas/json/alert-v1.json``."""
+ALERT_VERSION = 3
+"""Alert v3: v2 plus ``policy_version``, the rule policy that raised it.  v2 (``lat``/
+``lon`` may be null) and v1 stay published in ``schemas/json``; this code reads all
+three."""
 REVIEW_VERSION = 1
 _ALERT_NS = uuid.UUID("6f1c1b8e-5d4a-4c1e-9a51-2f3b9f0e7a11")
 """Namespace of alert ids: uuid5(namespace, txn_id) is stable across replays."""
@@ -99,6 +101,13 @@ SCORED_SPECS: tuple[FieldSpec, ...] = (
         "Kafka timestamp or source read time; processed_at - ingested_at is scoring latency.",
         required=False,
     ),
+    FieldSpec(
+        "policy_version", "int", "UInt32", "Rule policy version that scored it (0: built-in)."
+    ),
+    FieldSpec(
+        "shadow_reasons", "reasons", REASONS_CH_TYPE, "Hits of shadow rules (decide nothing)."
+    ),
+    FieldSpec("rule_errors", "strings", "Array(String)", "Ids of rules that failed on this event."),
 )
 """Columns a scored transaction adds to Transaction v1 and its label (table ``transactions``)."""
 
@@ -124,6 +133,14 @@ class ScoredTransaction:
     late: bool = False
     ingested_at: datetime | None = None
     """When the event entered the system: its Kafka timestamp, or when the source read it."""
+    policy_version: int = field(default=0, repr=False)
+    """The rule policy that scored it (0: the built-in one).  Like the two fields below,
+    left out of the repr, which the frozen-score digest hashes: the policy version is
+    bookkeeping, not a score."""
+    shadow: tuple[Reason, ...] = field(default=(), repr=False)
+    """Hits of the policy's shadow rules: what they would have done, deciding nothing."""
+    rule_errors: tuple[str, ...] = field(default=(), repr=False)
+    """Ids of rules that failed on this event (skipped for it)."""
 
     @property
     def flagged(self) -> bool:
@@ -199,11 +216,25 @@ ALERT_SPECS: tuple[FieldSpec, ...] = (
     FieldSpec("model_version", "str", "LowCardinality(String)", "Rules and model configuration."),
     FieldSpec("created_at", "ts", "DateTime64(3, 'UTC')", "When the alert was raised."),
     FieldSpec(
+        "policy_version",
+        "int",
+        "UInt32",
+        "Version of the rule policy that raised it (0: the built-in policy).",
+        minimum=0,
+    ),
+    FieldSpec(
         "schema_version", "int", "UInt8", "Contract version.", extra_json={"const": ALERT_VERSION}
     ),
 )
 
-ALERT_V1_SPECS = location_required_v1(ALERT_SPECS, "Contract version.")
+ALERT_V2_SPECS = tuple(
+    replace(f, extra_json={"const": 2}) if f.name == "schema_version" else f
+    for f in ALERT_SPECS
+    if f.name != "policy_version"
+)
+"""Alert v2 as published (no ``policy_version``): its schema file stays for consumers."""
+
+ALERT_V1_SPECS = location_required_v1(ALERT_V2_SPECS, "Contract version.")
 """Alert v1 as published (location required): its schema file stays for consumers."""
 
 
@@ -230,6 +261,7 @@ class Alert:
     features: dict[str, float]
     model_version: str
     created_at: datetime
+    policy_version: int = 0
     schema_version: int = ALERT_VERSION
 
     @classmethod
@@ -255,6 +287,7 @@ class Alert:
             s.features,
             s.model_version,
             s.processed_at,
+            s.policy_version,
         )
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -281,6 +314,7 @@ class Alert:
             "features": self.features,
             "model_version": self.model_version,
             "created_at": format_ts(self.created_at),
+            "policy_version": self.policy_version,
             "schema_version": self.schema_version,
         }
 
@@ -290,9 +324,9 @@ def encode_alert(alert: Alert) -> bytes:
 
 
 def decode_alert(raw: bytes) -> Alert:
-    """Parse Alert v1 JSON (for consumers and tests); raises ValueError on a bad message."""
+    """Parse Alert v1–v3 JSON (for consumers and tests); raises ValueError on a bad message."""
     d = orjson.loads(raw)
-    if d.get("schema_version") not in (1, ALERT_VERSION):
+    if d.get("schema_version") not in (1, 2, ALERT_VERSION):
         raise ValueError(f"unsupported alert schema_version {d.get('schema_version')!r}")
     reasons = tuple(Reason(r["code"], r["detail"], float(r["contribution"])) for r in d["reasons"])
     return Alert(

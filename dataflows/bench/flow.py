@@ -319,9 +319,9 @@ def memory_leg(users: int) -> tuple[float, float]:
 STAGES: dict[str, tuple[str, ...]] = {
     "parse + validate (msgspec, schema)": ("parse_message",),
     "state + features": ("observe",),
-    "rules": ("evaluate_rules",),
+    "rules (policy as data, incl. the anomaly ramp)": ("run_rules",),
     "HST + feature scaling + calibration": ("score_learn_many", "scale_features"),
-    "risk + decision": ("combine", "decide", "anomaly_reason"),
+    "risk + decision": ("combine", "decide"),
     "alert build + serialisation": ("from_scored", "encode_alert"),
 }
 

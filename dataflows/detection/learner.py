@@ -34,9 +34,10 @@ from typing import Any
 from river import compose, linear_model, optim, preprocessing
 
 from dataflows.detection.fastlr import FastLogReg
-from dataflows.detection.rules import RULE_CODES
+from dataflows.detection.policy import ActivePolicy
 from schemas.scored import Reason, Replayed, ScoredTransaction
 from schemas.settings import Settings
+from schemas.vocab import RULE_CODES
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def learned_reason(p: float, s: Settings) -> Reason | None:
 
 
 def on_learner_events(
-    learner: DelayedLearner, items: list[Any], s: Settings
+    learner: DelayedLearner, items: list[Any], s: Settings, policy: ActivePolicy | None = None
 ) -> list[ScoredTransaction]:
     """Take labels, score and queue transactions, in arrival order."""
     from dataflows.detection.merchants import MerchantLabel, rescore
@@ -249,5 +250,6 @@ def on_learner_events(
         t = x.txn
         x_in = learner_input(x.features, x.risk_score, x.reasons)
         p = learner.score(t.ts.timestamp() * 1000.0, t.txn_id, x_in)
-        out.append(rescore(x, learned_reason(p, s), {"learned_p": round(p, 6)}, s, MODEL_TAG))
+        extra = learned_reason(p, s)
+        out.append(rescore(x, extra, {"learned_p": round(p, 6)}, s, MODEL_TAG, policy))
     return out

@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from dataflows.detection.scoring import combine, decide
+from dataflows.detection.policy import ActivePolicy, decide, default_active
+from dataflows.detection.scoring import combine
 from schemas.fields import compact_pickle
 from schemas.scored import DeadLetter, Reason, Replayed, ScoredTransaction, label_json
 from schemas.settings import Settings
@@ -150,8 +151,10 @@ def rescore(
     feats: dict[str, float],
     s: Settings,
     version: str = "+merchant-v1",
+    policy: ActivePolicy | None = None,
 ) -> ScoredTransaction:
-    """The transaction with extra features and reason, new risk and decision."""
+    """The transaction with extra features and reason, new risk and decision (under
+    ``policy``'s thresholds and effects; the built-in policy's if None)."""
     reasons = list(st.reasons)
     if extra is not None:
         reasons.append(extra)
@@ -166,15 +169,20 @@ def rescore(
         st.anomaly_score,
         tuple(reasons),
         risk,
-        decide(risk, s),
+        decide(risk, reasons, default_active(s) if policy is None else policy),
         st.model_version + version,
         st.processed_at,
         st.late,
         st.ingested_at,
+        st.policy_version,
+        st.shadow,
+        st.rule_errors,
     )
 
 
-def on_events(shard: MerchantShard, items: list[Any], s: Settings) -> list[ScoredTransaction]:
+def on_events(
+    shard: MerchantShard, items: list[Any], s: Settings, policy: ActivePolicy | None = None
+) -> list[ScoredTransaction]:
     """Apply labels, enrich and rescore transactions, in arrival order."""
     out = []
     horizon = max(WINDOWS) + math.ceil(s.label_delay_days) + 2
@@ -194,7 +202,8 @@ def on_events(shard: MerchantShard, items: list[Any], s: Settings) -> list[Score
         ts_ms = t.ts.timestamp() * 1000.0
         m = shard.merchants.setdefault(t.merchant_id, _Merchant())
         feats = merchant_features(m, ts_ms, s.label_delay_days)
-        out.append(rescore(x, merchant_reason(feats, t.merchant_id, s), feats, s))
+        extra = merchant_reason(feats, t.merchant_id, s)
+        out.append(rescore(x, extra, feats, s, policy=policy))
         day = math.floor(ts_ms / DAY_MS)
         m.txns[day] = m.txns.get(day, 0) + 1
         if m.cached is not None and day <= m.cached[0]:  # late: inside the cached windows

@@ -14,7 +14,13 @@ from datetime import datetime
 
 from dataflows.detection.anomaly import FEATURE_NAMES, ShardModel, scale_features
 from dataflows.detection.idempotency import compact, replay_of
-from dataflows.detection.rules import blocks_alone, evaluate_rules
+from dataflows.detection.policy import (
+    ActivePolicy,
+    blocks_alone,
+    decide,
+    default_active,
+    run_rules,
+)
 from dataflows.detection.state import Features, UserState, observe, settle
 from schemas.scored import DeadLetter, Reason, ScoredTransaction
 from schemas.settings import Settings
@@ -23,21 +29,11 @@ from schemas.units import DAY_MS
 
 __all__ = [
     "Shard",
-    "anomaly_reason",
     "combine",
-    "decide",
     "internal_error",
     "new_shard",
     "score_batch",
 ]
-
-
-def anomaly_reason(pct: float, s: Settings) -> Reason | None:
-    """The anomaly model's contribution: a ramp from ``anomaly_floor`` to percentile 1."""
-    if pct <= s.anomaly_floor:
-        return None
-    c = s.anomaly_weight * (pct - s.anomaly_floor) / (1.0 - s.anomaly_floor)
-    return Reason("anomaly", f"anomaly score above {pct:.1%} of recent traffic", round(c, 4))
 
 
 def combine(reasons: list[Reason]) -> float:
@@ -55,14 +51,6 @@ def combine(reasons: list[Reason]) -> float:
     for r in reasons:
         keep *= 1.0 - r.contribution
     return round(1.0 - keep, 6)
-
-
-def decide(risk: float, s: Settings) -> str:
-    if risk >= s.block_threshold:
-        return "block"
-    if risk >= s.review_threshold:
-        return "review"
-    return "approve"
 
 
 HOUR_MS = 3_600_000
@@ -98,8 +86,10 @@ def score_batch(
     items: Sequence[tuple[Transaction, Label | None, datetime | None]],
     s: Settings,
     now: datetime,
+    policy: ActivePolicy | None = None,
 ) -> list[ScoredTransaction | DeadLetter]:
-    """Score one shard's events in order; the same result as scoring each alone.
+    """Score one shard's events in order with ``policy`` (the built-in one if None);
+    the same result as scoring each alone.
 
     User state is updated event by event (it never reads the model), then the model
     scores and learns the whole batch at once, which is what lets the numpy engine walk
@@ -118,11 +108,14 @@ def score_batch(
     answered with its first decision as a ``Replayed`` and touches nothing; a duplicate
     within the batch is resolved once its first is scored.
     """
+    p = default_active(s) if policy is None else policy
+    early, late = p.early, p.late
     lateness_ms, small = s.lateness_s * 1000.0, s.card_testing_usd
     hold_ms = s.compromised_card_hours * float(HOUR_MS)
     users = shard.users
     feats: list[Features] = []
     hits: list[list[Reason]] = []
+    errs: list[list[str]] = []
     rows: list[dict[str, float]] = []
     kept: list[int] = []
     saved: list[tuple[str, tuple | None]] = []
@@ -147,8 +140,10 @@ def score_batch(
             continue
         try:
             f = observe(user, txn, lateness_ms=lateness_ms, small_usd=small, compromised_ms=hold_ms)
-            reasons = evaluate_rules(f, s)
-            settle(user, txn, f, bool(reasons) and blocks_alone(reasons, s), hold_ms)
+            reasons: list[Reason] = []
+            errors: list[str] = []
+            run_rules(early, f, txn, 0.0, 0.0, reasons, errors)
+            settle(user, txn, f, bool(reasons) and blocks_alone(reasons, p), hold_ms)
             x = scale_features(f)
             if not math.isfinite(sum(x.values())):  # NaN/inf propagate; inputs in [0, 1]
                 raise ValueError(f"non-finite model input {x}")
@@ -159,6 +154,7 @@ def score_batch(
         saved.append((txn.user_id, before))
         feats.append(f)
         hits.append(reasons)
+        errs.append(errors)
         rows.append(x)
         kept.append(i)
         _maybe_evict(shard, user.last_ts, s)
@@ -173,10 +169,11 @@ def score_batch(
         ]
     version = s.model_version  # a property that formats a string: once per batch
     horizon_ms = DAY_MS + lateness_ms
-    for i, f, reasons, (raw, pct) in zip(kept, feats, hits, scores, strict=True):
+    for i, f, reasons, errors, (raw, pct) in zip(kept, feats, hits, errs, scores, strict=True):
         txn, label, ing = items[i]
         try:
-            out[i] = row = _assemble(txn, label, ing, f, reasons, raw, pct, s, now, version)
+            run_rules(late, f, txn, raw, pct, reasons, errors)
+            out[i] = row = _assemble(txn, label, ing, f, reasons, errors, raw, pct, p, now, version)
         except Exception as e:
             out[i] = internal_error(items[i], e, now)
             continue
@@ -216,15 +213,17 @@ def _assemble(
     ingested_at: datetime | None,
     f: Features,
     reasons: list[Reason],
+    errors: list[str],
     raw: float,
     pct: float,
-    s: Settings,
+    p: ActivePolicy,
     now: datetime,
     version: str,
 ) -> ScoredTransaction:
-    a = anomaly_reason(pct, s)
-    if a is not None:
-        reasons.append(a)
+    shadow: list[Reason] = []
+    if p.shadow_early or p.shadow_late:
+        run_rules(p.shadow_early, f, txn, raw, pct, shadow, errors)
+        run_rules(p.shadow_late, f, txn, raw, pct, shadow, errors)
     reasons.sort(key=lambda r: -r.contribution)
     risk = combine(reasons)
     features = f.as_dict()
@@ -238,11 +237,14 @@ def _assemble(
         pct,
         tuple(reasons),
         risk,
-        decide(risk, s),
+        decide(risk, reasons, p),
         version,
         now,
         f.late,
         ingested_at,
+        p.version,
+        tuple(shadow),
+        tuple(errors),
     )
 
 

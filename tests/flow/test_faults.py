@@ -68,14 +68,14 @@ def test_a_fault_on_one_event_dead_letters_it_and_spares_the_rest(
 
         monkeypatch.setattr(scoring, "observe", observe)
     elif where == "rules":
-        real_rules = scoring.evaluate_rules
+        real_rules = scoring.run_rules
 
-        def rules(f: Any, s: Any) -> Any:
-            if f.amount_usd == 23.0:  # u1-3
+        def rules(fns: Any, f: Any, *rest: Any) -> Any:
+            if f.amount_usd == 23.0:  # u1-3: a bug in the rule runner, not in one rule
                 raise KeyError("injected")
-            return real_rules(f, s)
+            return real_rules(fns, f, *rest)
 
-        monkeypatch.setattr(scoring, "evaluate_rules", rules)
+        monkeypatch.setattr(scoring, "run_rules", rules)
     else:
         real_scale = scoring.scale_features
 

@@ -1,4 +1,5 @@
-"""Each rule on a table of feature cases: fires or not, and with which reason."""
+"""Each rule of the built-in policy on a table of feature cases: fires or not, and with
+which reason (the policy is data; these are the behaviours it must keep)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,34 @@ from dataclasses import replace
 
 import pytest
 
-from dataflows.detection.rules import RULE_CODES, blocks_alone, evaluate_rules
-from dataflows.detection.scoring import anomaly_reason, combine, decide
+from dataflows.detection.policy import blocks_alone, default_active, run_rules
+from dataflows.detection.policy import decide as decide_with
+from dataflows.detection.scoring import combine
 from dataflows.detection.state import Features
 from schemas.scored import Reason
-from schemas.settings import load_settings
+from schemas.settings import Settings, load_settings
+from schemas.vocab import RULE_CODES
 
 S = load_settings()
+P = default_active(S)
+
+
+def evaluate_rules(f: Features, s: Settings) -> list[Reason]:
+    out: list[Reason] = []
+    run_rules(default_active(s).early, f, None, 0.0, 0.0, out, None)
+    return out
+
+
+def anomaly_reason(pct: float, s: Settings) -> Reason | None:
+    out: list[Reason] = []
+    run_rules(default_active(s).late, BASE, None, 0.0, pct, out, None)
+    return out[0] if out else None
+
+
+def decide(risk: float, s: Settings) -> str:
+    return decide_with(risk, [], default_active(s))
+
+
 BASE = Features(
     amount_usd=40.0,
     fx_known=True,
@@ -121,5 +143,5 @@ def test_only_independent_evidence_compromises_a_card() -> None:
     hit = evaluate_rules(
         replace(BASE, card_compromised=True, card_present=False, amount_usd=99.0), S
     )
-    assert decide(combine(hit), S) == "block" and not blocks_alone(hit, S)
-    assert blocks_alone(evaluate_rules(replace(BASE, small_10m=3, amount_usd=1.0), S), S)
+    assert decide(combine(hit), S) == "block" and not blocks_alone(hit, P)
+    assert blocks_alone(evaluate_rules(replace(BASE, small_10m=3, amount_usd=1.0), S), P)

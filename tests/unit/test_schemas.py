@@ -122,7 +122,7 @@ def test_alert_roundtrip_and_stable_id() -> None:
 
 
 def test_alert_json_matches_published_schema_fields() -> None:
-    doc = json.loads((SCHEMA_DIR / "alert-v2.json").read_text())
+    doc = json.loads((SCHEMA_DIR / "alert-v3.json").read_text())
     payload = orjson.loads(encode_alert(Alert.from_scored(_scored())))
     assert set(payload) == set(doc["properties"])
     assert set(doc["required"]) <= set(payload)
@@ -165,6 +165,7 @@ def test_json_schema_files_match_models() -> None:
 CONTRACT_SHA256 = {
     "alert-v1.json": "33d4444d90f6cedb245f46719d46f5a239f73904ff64e4395ccb5561d336de03",
     "alert-v2.json": "b328cedaf73489a5c12883ac07ac6b07b61ccc7399977d0b966103aafe7b3ec9",
+    "alert-v3.json": "64b4077b279f94d9bdb2edb2d47a9d1f7ca9d27231cfbab9453be9b6b452d51f",
     "transaction-v1.json": "7c4a39f62eb940056bb815854b568e86b0c136961055f69d39e28c0dd8c887a8",
     "transaction-v2.json": "3030d3e08be23197780566a4cc179e812d95b2ebcbd05e91ba51c1125f89a5b8",
     "review-v1.json": "e6c78df4aec12e6669838bd7706f1025d29ee6b05fa64853034c7905ff166ad5",
