@@ -32,9 +32,11 @@ from schemas.scored import DECISIONS, VERDICTS, Decision, Reason, rules_version_
 
 __all__ = [
     "CASE_ALERTS",
+    "CASE_SORTS",
     "STATUSES",
     "AlertFilter",
     "CaseFilter",
+    "CasePage",
     "Kpis",
     "alert_by_id",
     "alert_cases",
@@ -43,6 +45,7 @@ __all__ = [
     "bucket_seconds",
     "case_alerts",
     "case_history",
+    "case_page",
     "case_queue",
     "case_summary",
     "data_bounds",
@@ -508,14 +511,15 @@ _CLOSES = """(SELECT case_id, any(user_id) AS user_id, any(seq) AS seq,
               FROM {db}.case_actions FINAL WHERE action = 'close' GROUP BY case_id)"""
 
 CASE_ALERTS = f"""
-SELECT alert_id, user_id, txn_id, card_id, merchant_id, ts, created_at, amount, currency,
-       amount_usd, risk_score, decision, codes, reasons,
+SELECT alert_id, user_id, txn_id, card_id, merchant_id, ts, created_at, raised_at, amount,
+       currency, amount_usd, risk_score, decision, codes, reasons,
        if(closed_case != '', closed_case, {_uuid5_sql("h")}) AS case_id,
        if(closed_case != '', closed_seq, open_seq) AS seq
 FROM (
     SELECT a.alert_id AS alert_id, a.user_id AS user_id, a.txn_id AS txn_id,
            a.card_id AS card_id, a.merchant_id AS merchant_id, a.ts AS ts,
-           a.created_at AS created_at, a.amount AS amount, a.currency AS currency,
+           a.created_at AS created_at, f.raised_at AS raised_at,
+           a.amount AS amount, a.currency AS currency,
            a.features['amount_usd'] AS amount_usd, a.risk_score AS risk_score,
            a.decision AS decision, arrayMap(x -> x.code, a.reasons) AS codes,
            a.reasons AS reasons,
@@ -523,6 +527,8 @@ FROM (
            lower(hex(substring(SHA1(concat(unhex('{_CASE_NS_HEX}'), toString(n.closed + 1),
                                             ':', a.user_id)), 1, 16))) AS h
     FROM {{db}}.alerts AS a FINAL
+    LEFT JOIN (SELECT alert_id, min(created_at) AS raised_at FROM {{db}}.alerts
+               GROUP BY alert_id) AS f ON f.alert_id = a.alert_id
     LEFT JOIN (SELECT arrayJoin(members) AS alert_id, any(case_id) AS case_id,
                       any(seq) AS seq
                FROM {_CLOSES} GROUP BY alert_id) AS m ON m.alert_id = a.alert_id
@@ -530,7 +536,10 @@ FROM (
            ON n.user_id = a.user_id
 )
 """
-"""Every alert with its case (case_id, seq): the membership every case query reads."""
+"""Every alert with its case (case_id, seq): the membership every case query reads.
+``created_at`` is the latest version's (what ``FINAL`` keeps); ``raised_at`` is when the
+alert was first raised (the earliest ``created_at`` of its versions), so a replay, which
+writes the alert again later, does not make it look new."""
 
 _CASE_STATE = """
 SELECT case_id,
@@ -557,7 +566,7 @@ CASE_STATUS_SQL = (
 _CASES = f"""
 SELECT c.case_id AS case_id, any(c.user_id) AS user_id, any(c.seq) AS seq,
        count() AS alerts, min(c.ts) AS first_ts, max(c.ts) AS last_ts,
-       min(c.created_at) AS opened_at, max(c.risk_score) AS max_risk,
+       min(c.raised_at) AS opened_at, max(c.risk_score) AS max_risk,
        sum(c.amount_usd) AS total_usd, countIf(c.decision = 'block') AS blocks,
        arraySort(groupUniqArrayArray(c.codes)) AS codes,
        arraySort(groupUniqArray(c.card_id)) AS cards,
@@ -639,21 +648,107 @@ class CaseFilter:
         return " AND ".join(conds), p
 
 
-def case_queue(store: Store, f: CaseFilter, limit: int = 5000) -> pd.DataFrame:
-    """Cases matching ``f`` by priority: cases with a block first, then risk × amount at
-    stake (max risk × total USD), then the oldest.  Columns: case_id, user_id, seq,
-    alerts, first_ts, last_ts, opened_at, max_risk, total_usd, blocks, codes, cards,
-    merchants, txn_ids, alert_ids (same order), judged, assignee, status, closed_at,
-    is_closed, priority."""
+CASE_SORTS: dict[str, str] = {
+    "priority": "priority",
+    "status": "status",
+    "opened_at": "opened_at",
+    "user_id": "user_id",
+    "seq": "seq",
+    "alerts": "alerts",
+    "blocks": "blocks",
+    "total_usd": "total_usd",
+    "max_risk": "max_risk",
+    "assignee": "assignee",
+    "first_ts": "first_ts",
+    "last_ts": "last_ts",
+}
+"""Columns the queue can be sorted by (key -> SQL expression): the only sort text that
+reaches SQL, chosen from this constant mapping."""
+
+_PRIORITY_ORDER = "blocks > 0 DESC, priority DESC, opened_at, case_id"
+
+
+def _order_by(sort: tuple[tuple[str, bool], ...]) -> str:
+    """``ORDER BY`` for ``(key, descending)`` pairs of :data:`CASE_SORTS`, then priority
+    order and the case id (a total order, so pages never overlap or skip a case)."""
+    terms = []
+    for key, desc in sort:
+        if key not in CASE_SORTS:
+            raise ValueError(f"sort: unknown column {key!r}; expected one of {sorted(CASE_SORTS)}")
+        terms.append(f"{CASE_SORTS[key]} {'DESC' if desc else 'ASC'}")
+    return ", ".join([*terms, _PRIORITY_ORDER])
+
+
+def case_queue(
+    store: Store,
+    f: CaseFilter,
+    limit: int = 5000,
+    offset: int = 0,
+    sort: tuple[tuple[str, bool], ...] = (),
+) -> pd.DataFrame:
+    """Cases matching ``f``, rows ``offset .. offset + limit`` of the queue's order: the
+    ``sort`` keys (``(key, descending)`` of :data:`CASE_SORTS`) first, then priority
+    (cases with a block first, then risk × amount at stake = max risk × total USD, then
+    the oldest), then the case id.  Columns: case_id, user_id, seq, alerts, first_ts,
+    last_ts, opened_at (when the case's first alert was first raised), max_risk,
+    total_usd, blocks, codes, cards, merchants, txn_ids, alert_ids (same order), judged,
+    assignee, status, closed_at, is_closed, priority."""
+    return case_page(store, f, offset, limit, sort).rows
+
+
+@dataclass(frozen=True, slots=True)
+class CasePage:
+    """One page of the queue and the figures of the whole filtered queue."""
+
+    rows: pd.DataFrame
+    total: int
+    """Cases matching the filter (all pages)."""
+    overdue: int
+    """Of those, open cases opened before ``overdue_before`` (past the SLA)."""
+
+
+def case_page(
+    store: Store,
+    f: CaseFilter,
+    offset: int = 0,
+    limit: int = 100,
+    sort: tuple[tuple[str, bool], ...] = (),
+    overdue_before: datetime | None = None,
+) -> CasePage:
+    """Rows ``offset .. offset + limit`` of the filtered queue in :func:`case_queue`'s
+    order, with the total and overdue counts of the whole queue (window aggregates over
+    the same scan: paging any queue size costs one query per page)."""
+    if offset < 0 or limit < 0:
+        raise ValueError(f"offset={offset}, limit={limit}: must be >= 0")
     having, p = f.having()
-    return _df(
+    p = {
+        **p,
+        "limit": limit,
+        "offset": offset,
+        "overdue_before": _utc(overdue_before or datetime(1970, 1, 1, tzinfo=UTC)),
+    }
+    counts = f"NOT is_closed AND opened_at < {{overdue_before:{_TS}}}"
+    df = _df(
         store,
-        f"""SELECT *, max_risk * total_usd AS priority FROM ({_CASES})
+        f"""SELECT *, count() OVER () AS _total, countIf({counts}) OVER () AS _overdue
+            FROM (SELECT *, max_risk * total_usd AS priority FROM ({_CASES}))
             WHERE {having}
-            ORDER BY blocks > 0 DESC, priority DESC, opened_at, case_id
-            LIMIT {{limit:UInt32}}""",
-        {**p, "limit": limit},
+            ORDER BY {_order_by(sort)}
+            LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}""",
+        p,
     )
+    if len(df):
+        total, overdue = int(df._total.iloc[0]), int(df._overdue.iloc[0])
+    else:  # past the last page (or nothing matches): count on their own
+        ((total, overdue),) = _rows(
+            store,
+            f"""SELECT count(), countIf({counts})
+                FROM (SELECT *, max_risk * total_usd AS priority FROM ({_CASES}))
+                WHERE {having}""",
+            p,
+        )
+    rows = df.drop(columns=["_total", "_overdue"]).reset_index(drop=True)
+    return CasePage(rows, int(total), int(overdue) if overdue_before is not None else 0)
 
 
 def open_cases(store: Store) -> int:

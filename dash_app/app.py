@@ -17,8 +17,10 @@ from clickhouse.store import Store
 from dash_app import auth
 from dash_app.auth import LOCAL, current_actor
 from dash_app.context import AppContext, set_context
+from dash_app.live import AlertHub, sse_stream
 from dash_app.metrics import metrics_response
-from schemas.scored import Review
+from schemas.rules import Policy
+from schemas.scored import Alert, Review
 from schemas.settings import Settings
 
 __all__ = ["create_app"]
@@ -63,13 +65,22 @@ def create_app(
     s: Settings,
     store: Store | None = None,
     publish: Callable[[list[Review]], None] | None = None,
+    *,
+    announce_policy: Callable[[Policy], None] | None = None,
+    live_alerts: Callable[[Callable[[Alert], None]], Callable[[], None]] | None = None,
 ) -> Dash:
     """The analyst app over ``store`` (default: the configured ClickHouse).
 
     ``publish`` sends recorded verdicts on to the feedback topic; the caller injects it
     (see ``dataflows.connectors.kafka.feedback_publisher``) so the app needs no broker code.
+    ``announce_policy`` likewise sends a published rule policy to the running flows (see
+    ``dataflows.connectors.rules_feed.policy_announcer``).  ``live_alerts(on_alert)``
+    starts following the alerts topic (see ``dataflows.connectors.alert_listener``):
+    new alerts are pushed to open pages over ``/live/alerts`` instead of polled.
     """
-    set_context(AppContext(s, store or Store.from_settings(s), publish))
+    hub = AlertHub() if live_alerts is not None else None
+    store = store or Store.from_settings(s)
+    set_context(AppContext(s, store, publish, announce_policy, hub))
     app = Dash(
         __name__,
         use_pages=True,
@@ -80,5 +91,8 @@ def create_app(
     app.layout = _layout
     app.server.add_url_rule("/healthz", "healthz", lambda: "ok")
     app.server.add_url_rule("/metrics", "metrics", metrics_response)
+    if hub is not None and live_alerts is not None:
+        app.server.add_url_rule("/live/alerts", "live_alerts", lambda: sse_stream(hub))
+        app.server.extensions["fraud_live_stop"] = live_alerts(hub.publish)
     auth.install(app.server, s.dash_secret_key)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import dash_ag_grid as dag
 from dash import dcc, html
 
 from clickhouse.store import describe_url
@@ -11,11 +12,11 @@ from dash_app.context import RANGES
 from dash_app.encode import user_href
 
 __all__ = [
-    "USER_CELL_STYLE",
     "clicked_user_href",
     "error_banner",
     "kpi",
     "range_picker",
+    "text_grid",
     "user_nav",
 ]
 
@@ -57,32 +58,54 @@ def info_banner(text: str) -> html.Div:
     return html.Div(text, className="banner banner-info")
 
 
-USER_CELL_STYLE = {
-    "if": {"column_id": "user_id"},
-    "color": "#1a5fb4",
-    "textDecoration": "underline",
-    "cursor": "pointer",
-}
-"""DataTable style for the plain-text ``user_id`` column that opens the user page on click."""
-
-
 def user_nav(cid: str) -> dcc.Location:
     """Where a click on a user cell navigates: a callback sets ``href`` and Pages routes
     to it without a reload."""
     return dcc.Location(id=cid, refresh="callback-nav")
 
 
+def text_grid(cid: str, columns: list[dict[str, Any]], **options: Any) -> dag.AgGrid:
+    """A small read-only AG Grid (sortable, sized to its rows, paged by ``page_size``)
+    whose cells are text: AG Grid's default renderer sets textContent, and no column
+    has a cellRenderer.  A ``user_id`` column looks like a link (a click callback opens
+    the user, see :func:`clicked_user_href`); rows are keyed by their ``id``."""
+    page_size = options.pop("page_size", None)
+    grid_options: dict[str, Any] = {"domLayout": "autoHeight", "animateRows": False}
+    if page_size:
+        grid_options |= {
+            "pagination": True,
+            "paginationPageSize": page_size,
+            "paginationPageSizeSelector": False,
+        }
+    defs = [
+        {"sortable": True, "resizable": True, **c}
+        | ({"cellClass": "link-cell"} if c.get("field") == "user_id" else {})
+        for c in columns
+    ]
+    return dag.AgGrid(
+        id=cid,
+        columnDefs=defs,
+        rowData=[],
+        getRowId="params.data.id",
+        defaultColDef={"flex": 1, "minWidth": 90},
+        dashGridOptions=grid_options,
+        className="ag-theme-quartz",
+        **options,
+    )
+
+
 def clicked_user_href(cell: dict[str, Any] | None, rows: list[dict[str, Any]] | None) -> str | None:
-    """The user page for a click on a table's ``user_id`` cell, None for any other cell.
+    """The user page for a click (AG Grid's ``cellClicked``) on a grid's ``user_id``
+    cell, None for any other cell.
 
     User ids are shown as plain text (never markdown, which would let an id such as
     ``x](https://evil.example) [y`` become a link); the href is built by
-    :func:`~dash_app.encode.user_href` from the row's id, found by ``row_id`` so sorting
+    :func:`~dash_app.encode.user_href` from the row's id, found by ``rowId`` so sorting
     and paging cannot open the wrong user.
     """
-    if not cell or cell.get("column_id") != "user_id" or cell.get("row_id") is None:
+    if not cell or cell.get("colId") != "user_id" or cell.get("rowId") is None:
         return None
-    row = next((r for r in rows or () if r.get("id") == cell["row_id"]), None)
+    row = next((r for r in rows or () if r.get("id") == cell["rowId"]), None)
     return None if row is None else user_href(str(row["user_id"]))
 
 

@@ -1,4 +1,5 @@
-"""What callbacks need at run time: settings, the store and the feedback publisher.
+"""What callbacks need at run time: settings, the store, the feedback publisher and the
+rule policy announcer.
 
 Set once by :func:`dash_app.app.create_app`; callbacks read it through :func:`ctx` so
 they stay plain functions that unit tests call after installing their own context.
@@ -12,6 +13,8 @@ from datetime import datetime, timedelta
 
 from clickhouse import queries as q
 from clickhouse.store import Store
+from dash_app.live import AlertHub
+from schemas.rules import Policy
 from schemas.scored import Review
 from schemas.settings import Settings
 
@@ -33,6 +36,12 @@ class AppContext:
     store: Store
     publish: Callable[[list[Review]], None] | None = None
     """Sends verdicts to the feedback topic; None when no broker is configured."""
+    announce_policy: Callable[[Policy], None] | None = None
+    """Announces a policy stored by ``clickhouse.rules.publish_policy`` on the rules topic
+    (hot reload of the running flows); None when no broker is configured."""
+    hub: AlertHub | None = None
+    """Pushes new alerts to open pages (``/live/alerts``); None without a broker: pages
+    then poll every ``dash_refresh_s``."""
 
 
 _current: AppContext | None = None

@@ -18,6 +18,8 @@ __all__ = [
     "DECISION_COLORS",
     "GEO_CONFIG",
     "alerts_map",
+    "backtest_alerts_per_day",
+    "decision_changes",
     "empty",
     "risk_histogram",
     "rule_bars",
@@ -243,3 +245,46 @@ def user_map(df: pd.DataFrame) -> go.Figure:
                 hoverinfo="text",
             )
     return _geo(fig, df)
+
+
+# --- rules backtest --------------------------------------------------------------------
+
+
+def backtest_alerts_per_day(days: list[list]) -> go.Figure:
+    """Alerts per day (the analysts' workload) under the live and the candidate policy,
+    from a backtest report's ``alerts_per_day`` ([day, live, candidate] rows)."""
+    title = "Alerts per day: live vs candidate"
+    if not days:
+        return empty("No stored transactions in this range", title)
+    x = [d[0] for d in days]
+    fig = go.Figure(layout={**_LAYOUT, "title": title, "barmode": "group"})
+    fig.add_bar(x=x, y=[d[1] for d in days], name="live", marker_color="#7f9cb5")
+    fig.add_bar(x=x, y=[d[2] for d in days], name="candidate", marker_color="#f0a030")
+    fig.update_xaxes(type="category", title="day (UTC)")
+    fig.update_yaxes(title="alerts (review + block)")
+    return fig
+
+
+def decision_changes(changes: list[list[int]], decisions: list[str]) -> go.Figure:
+    """The live → candidate decision matrix as a heatmap; the diagonal (unchanged) is
+    left blank so the changes are what stands out."""
+    title = "Decisions that would change (live → candidate)"
+    n = len(decisions)
+    z = [[None if i == j else changes[i][j] for j in range(n)] for i in range(n)]
+    text = [[f"{changes[i][j]:,}" for j in range(n)] for i in range(n)]
+    top = max([v for row in z for v in row if v is not None] + [1])
+    fig = go.Figure(layout={**_LAYOUT, "title": title})
+    fig.add_heatmap(
+        z=z,
+        zmin=0,
+        zmax=top,
+        x=[f"→ {d}" for d in decisions],
+        y=[f"{d} (live)" for d in decisions],
+        text=text,
+        texttemplate="%{text}",
+        colorscale="Oranges",
+        showscale=False,
+        hovertemplate="%{y} %{x}: %{text}<extra></extra>",
+    )
+    fig.update_yaxes(autorange="reversed")
+    return fig

@@ -47,6 +47,7 @@ from dataflows.connectors.kafka import (
 )
 from dataflows.connectors.local import StoppableSource
 from dataflows.connectors.routing import Alignment
+from dataflows.connectors.rules_feed import policy_feed
 from dataflows.detection.idempotency import FinalDecisions, on_final
 from dataflows.detection.learner import DelayedLearner, on_learner_events
 from dataflows.detection.merchants import MerchantLabel, MerchantShard, on_events, parse_label
@@ -344,11 +345,15 @@ def _feedback_steps(
     both = op.merge("learner_in", enriched, parsed.trues)
     keyed = op.key_on("learner_key", both, lambda _: "learner")
     delay_ms = s.label_delay_days * DAY_MS
+    retrain_ms = s.learner_retrain_days * DAY_MS
 
     def learn(state: DelayedLearner, batch: list[Any]) -> list[ScoredTransaction]:
         return on_learner_events(state, batch, s, in_force())
 
-    return stateful_step("learner", keyed, lambda: DelayedLearner(delay_ms), learn, snapshots)
+    def fresh() -> DelayedLearner:
+        return DelayedLearner(delay_ms, retrain_ms=retrain_ms)
+
+    return stateful_step("learner", keyed, fresh, learn, snapshots)
 
 
 def kafka_flow(
@@ -360,9 +365,13 @@ def kafka_flow(
     stop: Any = None,
     dlq_store: Sink[Any] | Encoded[DeadLetter] | None = None,
     workers: int = 1,
+    policy: Callable[[], ActivePolicy] | None = None,
 ) -> Dataflow:
     """The production flow: ``transactions`` → score → ``fraud-decisions`` /
     ``fraud-alerts`` / DLQ / rows.
+
+    ``policy`` defaults to this process's feed of the rules topic (hot reload, see
+    :mod:`dataflows.connectors.rules_feed`), caught up before the flow is built.
 
     Reads every partition from the recovered position (or the beginning); a consumer
     error on a message becomes a dead letter, not a crash.  With ``stop`` (a
@@ -388,4 +397,5 @@ def kafka_flow(
         labels=labels,
         align=align,
         decision_sink=Encoded(kafka_sink(s, s.topic_decisions), decision_message),
+        policy=policy if policy is not None else policy_feed(s).current_for(s),
     )

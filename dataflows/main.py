@@ -24,6 +24,7 @@ from clickhouse.store import Store, migrate
 from dataflows.connectors import metrics
 from dataflows.connectors.chsink import clickhouse_sink, dead_letter_sink
 from dataflows.connectors.kafka import consumer_config
+from dataflows.connectors.rules_feed import policy_feed
 from dataflows.flow import kafka_flow
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
@@ -109,8 +110,18 @@ def get_flow() -> Dataflow:
     if s.metrics_port:
         metrics.serve_metrics(s.metrics_port)
         metrics.LagWatcher(consumer_config(s, f"{s.consumer_group}-lag")).start()
-    migrate(Store.from_settings(s), s.clickhouse_ttl_days)
+    store = Store.from_settings(s)
+    migrate(store, s.clickhouse_ttl_days)
     workers = 1
     if getattr(sys.modules["__main__"].__spec__, "name", None) == "bytewax.run":
         workers = bytewax_workers(sys.argv[1:])
-    return kafka_flow(s, clickhouse_sink(s), dlq_store=dead_letter_sink(s), workers=workers)
+    # the version in force (topic, or ClickHouse when the topic is behind) before the
+    # first event: a restart from recovery never scores with a stale policy
+    feed = policy_feed(s, store)
+    return kafka_flow(
+        s,
+        clickhouse_sink(s),
+        dlq_store=dead_letter_sink(s),
+        workers=workers,
+        policy=feed.current,
+    )

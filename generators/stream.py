@@ -14,7 +14,22 @@ import numpy as np
 from generators.population import make_population
 from generators.synth import Chunk, GeneratorConfig, generate_chunks, iter_json
 
-__all__ = ["Pacer", "Progress", "arrival", "event_stream", "write_jsonl", "write_parquet"]
+__all__ = [
+    "EventClock",
+    "Pacer",
+    "Progress",
+    "arrival",
+    "event_stream",
+    "natural_rate",
+    "prefetched",
+    "users_for_rate",
+    "write_jsonl",
+    "write_parquet",
+]
+
+MEAN_DAILY_RATE = 3.39
+"""Mean of the population's ``rate_per_day`` (lognormal, median 3; ``tests/unit/
+test_generator.py`` checks it against a generated population)."""
 
 
 class Pacer:
@@ -31,6 +46,60 @@ class Pacer:
             ahead = self.n / self.rate - (time.monotonic() - self.t0)
             if ahead > 0:
                 time.sleep(ahead)
+
+
+class EventClock:
+    """Paces a stream by its own event time: an event leaves when the wall clock has run
+    ``(ts - start) / speed`` since the clock started, so at ``speed`` 1 event time *is*
+    wall-clock time (the demo's dashboards then read true rates and ranges)."""
+
+    def __init__(self, start_ms: float, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed={speed!r} must be positive")
+        self.start_ms, self.speed = start_ms, speed
+        self.t0 = time.monotonic()
+
+    def wait(self, ts_ms: float) -> None:
+        ahead = (ts_ms - self.start_ms) / 1000.0 / self.speed - (time.monotonic() - self.t0)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+MAX_DEMO_USERS = 1_000_000
+"""The first chunk is generated before the first event leaves (1.1 s at 1,000,000 card
+holders on this machine): the demo's population is capped so it starts within seconds."""
+
+
+def users_for_rate(rate: float, cap: int = MAX_DEMO_USERS) -> int:
+    """Card holders whose own daily habits (``rate_per_day`` ≈ 3.4 on average, by hour of
+    day) add up to ``rate`` events/s over a day, at most ``cap``."""
+    return max(1, min(cap, round(rate * 86_400 / MEAN_DAILY_RATE)))
+
+
+def natural_rate(users: int) -> float:
+    """Events/s ``users`` card holders make over a day, at event-time speed 1."""
+    return users * MEAN_DAILY_RATE / 86_400
+
+
+def prefetched(events: Iterator[Any], ahead: int = 50_000) -> Iterator[Any]:
+    """``events`` generated on a daemon thread up to ``ahead`` items ahead, so a paced
+    consumer never waits for the next chunk to be generated (only for the first)."""
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(ahead)
+    end = object()
+
+    def fill() -> None:
+        try:
+            for e in events:
+                q.put(e)
+        finally:
+            q.put(end)
+
+    threading.Thread(target=fill, daemon=True, name="generator-ahead").start()
+    while (e := q.get()) is not end:
+        yield e
 
 
 class Progress:

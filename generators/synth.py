@@ -191,6 +191,10 @@ class _Sim:
         self.count = np.zeros(pop.n_users, dtype=np.int64)
         self.usd = np.array([USD_PER_UNIT.get(c, 1.0) for c in pop.town_currency])
         self.p_user = pop.rate_per_day / pop.rate_per_day.sum()
+        cdf = self.p_user.cumsum()
+        self.cdf_user = cdf / cdf[-1]
+        """``rng.choice(n, p=p_user)`` without its O(users) set-up on every draw: the same
+        uniform draw and search numpy does, so the streams are unchanged."""
         self.rate_per_ms = pop.rate_per_day.sum() / 86_400_000.0
         self.cat_of = pop.merchant_category
         self.n_local = pop.n_towns * MERCHANTS_PER_TOWN
@@ -247,7 +251,7 @@ class _Sim:
     def victim(self, pattern: str) -> int | None:
         need = _MIN_HISTORY.get(pattern, 1)
         for _ in range(20):
-            u = int(self.rng.choice(self.pop.n_users, p=self.p_user))
+            u = int(self.cdf_user.searchsorted(self.rng.random(), side="right"))
             if self.count[u] >= need:
                 return u
         return None

@@ -742,9 +742,18 @@ class _ToColumns(ast.NodeTransformer):
         return out
 
     def visit_UnaryOp(self, n: ast.UnaryOp) -> ast.expr:
-        if isinstance(n.op, ast.Not):
-            return ast.UnaryOp(ast.Invert(), self.visit(n.operand))
+        if isinstance(n.op, ast.Not):  # not ~: ~True is -2 when the operand is a constant
+            return ast.Call(ast.Name("_not", ast.Load()), [self.visit(n.operand)], [])
         return ast.UnaryOp(n.op, self.visit(n.operand))
+
+    def visit_BinOp(self, n: ast.BinOp) -> ast.expr:
+        """Divisions go through a function that notes the rows dividing by zero (the
+        flow raises there and skips the rule; numpy would give inf)."""
+        left, right = self.visit(n.left), self.visit(n.right)
+        fn = {ast.Div: "_div", ast.FloorDiv: "_floordiv", ast.Mod: "_mod"}.get(type(n.op))
+        if fn is None:
+            return ast.BinOp(left, n.op, right)
+        return ast.Call(ast.Name(fn, ast.Load()), [left, right], [])
 
     def visit_Compare(self, n: ast.Compare) -> ast.expr:
         terms, left = [], self.visit(n.left)
@@ -821,10 +830,29 @@ def compile_columns(rule: Rule, params: Mapping[str, float | int]) -> ColumnRule
         "_abs": np.abs,
         "_round": lambda x, d=0: np.round(x, d),
     }
+    zero_div: list[Any] = []
+
+    def divider(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def div(a: Any, b: Any) -> Any:
+            zero = np.asarray(b) == 0
+            if np.any(zero):
+                zero_div.append(zero)
+            return op(a, b)
+
+        return div
+
+    env |= {
+        "_not": np.logical_not,
+        "_div": divider(np.true_divide),
+        "_floordiv": divider(np.floor_divide),
+        "_mod": divider(np.mod),
+    }
     g = lam(guard)
     compiled = [(lam(w), lam(k)) for w, k, _ in cases]
+    scalar = compile_rule(rule, params, _Hit)
 
     def fn(c: Mapping[str, Any], n: int) -> tuple[Any, Any]:
+        zero_div.clear()
         with np.errstate(all="ignore"):
             left = np.broadcast_to(np.asarray(g(c), dtype=bool), (n,)).copy()
             hit = np.zeros(n, dtype=bool)
@@ -836,9 +864,46 @@ def compile_columns(rule: Rule, params: Mapping[str, float | int]) -> ColumnRule
                 contrib = np.where(ok, v, contrib)
                 hit |= ok
                 left &= ~m
+        if zero_div:  # the few rows that divided by zero somewhere: decide as the flow does
+            rows = np.flatnonzero(
+                np.logical_or.reduce([np.broadcast_to(z, (n,)) for z in zero_div])
+            )
+            for i in rows:
+                h, k = _scalar_row(scalar, c, int(i))
+                hit[i], contrib[i] = h, k
         return hit, contrib
 
     return ColumnRule(rule, fn, frozenset(read))
+
+
+class _Hit(tuple):
+    """What the scalar function returns inside a backtest: (code, detail, contribution)."""
+
+    def __new__(cls, code: str, detail: str, contribution: float) -> _Hit:
+        return super().__new__(cls, (code, detail, contribution))
+
+
+def _scalar_row(scalar: CompiledRule, c: Mapping[str, Any], i: int) -> tuple[bool, float]:
+    """Row ``i`` of the columns through the flow's own function (short-circuits and
+    raises exactly like the flow): (hit, contribution)."""
+    from types import SimpleNamespace
+
+    def value(name: str) -> Any:
+        col = c.get(name)
+        if col is None:
+            return None
+        v = col[i] if getattr(col, "ndim", 0) else col
+        return v.item() if hasattr(v, "item") else v
+
+    feats = {k: value(k) for k in scalar.reads}
+    f = SimpleNamespace(**feats)
+    has_loc = feats.get("has_location")
+    t = SimpleNamespace(**feats, lat=None if has_loc is False else 0.0)
+    try:
+        r = scalar.fn(f, t, feats.get("hst_raw"), feats.get("hst_pct"))
+    except Exception:
+        return False, 0.0
+    return (True, float(r[2])) if r is not None else (False, 0.0)
 
 
 # --- the built-in policy --------------------------------------------------------------

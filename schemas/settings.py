@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     topic_dlq: str = Field("transactions-dlq", min_length=1, max_length=249)
     topic_feedback: str = Field("fraud-feedback", min_length=1, max_length=249)
     topic_decisions: str = Field("fraud-decisions", min_length=1, max_length=249)
+    topic_rules: str = Field(
+        "fraud-rules",
+        min_length=1,
+        max_length=249,
+        description="Compacted, one partition: the rule policy in force, read by every "
+        "flow process (hot reload).",
+    )
     partitions: int = Field(
         12,
         ge=1,
@@ -295,6 +302,13 @@ class Settings(BaseSettings):
         lt=1,
         description="Weight of the supervised model learned from delayed labels "
         "(0 = off); only used when a labels input is wired.",
+    )
+    learner_retrain_days: float = Field(
+        1.0,
+        ge=0,
+        le=365,
+        description="Event time between refits of the learner's gradient-boosted model on "
+        "its labelled history (0 = online logistic regression only).",
     )
 
     # --- Dashboard -----------------------------------------------------------------

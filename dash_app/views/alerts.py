@@ -1,20 +1,27 @@
 """Case queue: one row per case (a user's open alerts), by priority, on AG Grid.
 
-Filters and search run in ClickHouse (:func:`clickhouse.queries.case_queue`); the grid
-pages, sorts and filters the first :data:`LIMIT` cases client-side.  Every cell is text
-(AG Grid's default renderer sets textContent; no markdown/HTML renderer is used).
-Selected cases can be claimed, assigned (admins) or judged as a whole; a click on the
-user or the case opens the case page.
+The grid uses AG Grid's infinite row model: each page it shows is a ``getRowsRequest``
+answered from ClickHouse (:func:`clickhouse.queries.case_page`: the filter widgets'
+conditions, the grid's sort model as a whitelisted ``ORDER BY``, ``LIMIT``/``OFFSET``),
+so a queue of any size pages from the store and the count line is the true total.  A
+tick, a push or an action refreshes the loaded pages in place (selection kept); a filter
+change purges the cache and goes back to the first page.  Every cell is text (AG Grid's
+default renderer sets textContent; no markdown/HTML renderer is used).  Selected cases
+(tick them, or "Select page") can be claimed, assigned (admins) or judged as a whole; a
+click on the user or the case opens the case page.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dash_ag_grid as dag
+import orjson
 import pandas as pd
 from dash import Input, Output, State, callback_context, dcc, html, no_update
+from dash_extensions import EventSource
 
 from clickhouse import queries as q
 from dash_app import casework
@@ -27,14 +34,18 @@ from dash_app.components import (
     reasons_in_words,
 )
 from dash_app.context import RANGES, ctx, resolve_range
-from dash_app.encode import case_href, csv_safe
+from dash_app.encode import case_href, csv_safe, user_href
 from schemas.cases import CASE_STATUSES
-from schemas.vocab import RULE_CODES, VERDICTS
+from schemas.vocab import FEEDBACK_CODES, RULE_CODES, VERDICTS
 
-__all__ = ["COLUMNS", "LIMIT", "case_rows", "layout", "queue"]
+__all__ = ["COLUMNS", "PAGE_SIZE", "case_rows", "layout", "page", "queue"]
 
-LIMIT = 5000
-"""Cases loaded into the grid (the highest priorities first)."""
+PAGE_SIZE = 50
+"""Cases per grid page (and per request to ClickHouse)."""
+MAX_BLOCK = 500
+"""The most cases one ``getRowsRequest`` may ask for."""
+EXPORT_CASES = 100_000
+"""Cases whose alerts the CSV export covers (the highest priorities first)."""
 ALL_TIME = "all time"
 QUEUE_RANGES = [ALL_TIME, *RANGES]
 OPEN_STATUSES = ["open", "claimed", "escalated"]
@@ -55,6 +66,7 @@ COLUMNS: list[dict[str, Any]] = [
         "flex": 1,
         "minWidth": 220,
         "tooltipField": "reasons",
+        "sortable": False,
     },
     {"headerName": "total USD", "field": "total_usd", "type": "numericColumn", "width": 120},
     {"headerName": "max risk", "field": "max_risk", "type": "numericColumn", "width": 100},
@@ -62,8 +74,25 @@ COLUMNS: list[dict[str, Any]] = [
     {"headerName": "last alert (UTC)", "field": "last_ts", "width": 170},
 ]
 for _c in COLUMNS:
-    _c.setdefault("filter", True)
     _c.setdefault("sortable", True)
+    _c["filter"] = False  # the filter widgets above the grid filter, in ClickHouse
+
+SORTS: dict[str, tuple[str, bool]] = {
+    "priority": ("priority", False),
+    "status": ("status", False),
+    "sla": ("opened_at", False),  # the earliest deadline first
+    "age": ("opened_at", True),  # the youngest first
+    "user_id": ("user_id", False),
+    "case": ("seq", False),
+    "alerts": ("alerts", False),
+    "worst": ("blocks", True),  # "block" before "review"
+    "total_usd": ("total_usd", False),
+    "max_risk": ("max_risk", False),
+    "assignee": ("assignee", False),
+    "last_ts": ("last_ts", False),
+}
+"""Grid column -> (:data:`clickhouse.queries.CASE_SORTS` key, whether ascending in the grid
+is descending in SQL)."""
 
 _WIDE = {"width": "9em"}
 
@@ -71,6 +100,8 @@ _WIDE = {"width": "9em"}
 def layout(**_: Any) -> html.Div:
     c = ctx()
     refresh_ms = int(c.settings.dash_refresh_s * 1000)
+    if c.hub is not None:  # pushed: the interval is only a safety net
+        refresh_ms *= SAFETY_NET_FACTOR
     actor = current_actor()
     admin = actor is not None and actor.is_admin
     return html.Div(
@@ -104,7 +135,7 @@ def layout(**_: Any) -> html.Div:
                     ),
                     dcc.Dropdown(
                         id="al-rule",
-                        options=list(RULE_CODES),
+                        options=rule_codes(),
                         placeholder="any rule",
                         persistence=True,
                         style={"width": "14em"},
@@ -148,22 +179,31 @@ def layout(**_: Any) -> html.Div:
                 className="filters",
             ),
             html.Div(id="al-banner"),
+            live_strip(c.hub is not None),
             html.Div(id="al-count", className="muted"),
             dag.AgGrid(
                 id="al-grid",
                 columnDefs=COLUMNS,
-                rowData=[],
+                rowModelType="infinite",
                 getRowId="params.data.id",
                 dashGridOptions={
-                    "rowSelection": {"mode": "multiRow", "selectAll": "filtered"},
+                    "rowSelection": {"mode": "multiRow", "headerCheckbox": False},
                     "pagination": True,
-                    "paginationPageSize": 50,
+                    "paginationPageSize": PAGE_SIZE,
+                    "paginationPageSizeSelector": False,
+                    "cacheBlockSize": PAGE_SIZE,
+                    "maxBlocksInCache": 10,
+                    "maxConcurrentDatasourceRequests": 1,
+                    "infiniteInitialRowCount": 1,
                     "tooltipShowDelay": 300,
                     "animateRows": False,
                 },
                 getRowStyle={
                     "styleConditions": [
-                        {"condition": "params.data.worst === 'block'", "style": {"color": "#b00"}}
+                        {
+                            "condition": "params.data && params.data.worst === 'block'",
+                            "style": {"color": "#b00"},
+                        }
                     ]
                 },
                 style={"height": "60vh"},
@@ -172,6 +212,8 @@ def layout(**_: Any) -> html.Div:
             html.Div(
                 [
                     html.H4("Selected cases"),
+                    html.Button("Select page", id="al-select-page", title="tick every case shown"),
+                    html.Button("Clear", id="al-clear", title="untick every case"),
                     html.Button("Claim", id="al-claim"),
                     dcc.Dropdown(
                         id="al-assign-to",
@@ -204,9 +246,24 @@ def layout(**_: Any) -> html.Div:
             ),
             dcc.Location(id="al-nav", refresh="callback-nav"),
             dcc.Store(id="al-version", data=0),
+            dcc.Store(id="al-pushed", data=0),
+            dcc.Store(id="al-reload", data=0),
+            dcc.Store(id="al-selection", data=0),
             dcc.Interval(id="al-tick", interval=refresh_ms),
         ]
     )
+
+
+def rule_codes() -> list[str]:
+    """Reason codes to filter on: the live and shadow rules of the policy in force (rules
+    are data: an analyst's new rule is filterable at once), then the feedback codes."""
+    from dash_app.rulework import policy_in_force
+
+    try:
+        codes = [r.id for r in policy_in_force().rules if r.status in ("live", "shadow")]
+    except Exception:  # ClickHouse down: the page still renders, with the built-in codes
+        codes = list(RULE_CODES)
+    return list(dict.fromkeys([*codes, *FEEDBACK_CODES]))
 
 
 def build_filter(
@@ -277,25 +334,46 @@ def case_rows(df: pd.DataFrame, now: datetime, sla_minutes: int) -> list[dict[st
     return rows
 
 
-def queue(range_label: str, *filters: Any) -> tuple[list[dict[str, Any]], Any, str]:
-    """Rows, banner and count line for the current filters."""
+def sort_of(model: list[dict[str, Any]] | None) -> tuple[tuple[str, bool], ...]:
+    """AG Grid's sort model (``[{"colId": "total_usd", "sort": "desc"}, ...]``) as
+    :func:`clickhouse.queries.case_page` sort keys; unknown columns are ignored."""
+    out = []
+    for m in model or ():
+        col = SORTS.get(str(m.get("colId"))) if isinstance(m, dict) else None
+        if col is not None and m.get("sort") in ("asc", "desc"):
+            key, flip = col
+            out.append((key, (m["sort"] == "desc") != flip))
+    return tuple(out)
+
+
+def queue(
+    range_label: str,
+    *filters: Any,
+    start: int = 0,
+    end: int = PAGE_SIZE,
+    sort_model: list[dict[str, Any]] | None = None,
+) -> tuple[list[dict[str, Any]], Any, str, int]:
+    """Rows ``start .. end`` of the filtered queue, banner, count line and total."""
     c = ctx()
     try:
         f = build_filter(range_label, *filters)
         if f is None:
-            return [], info_banner("No transactions stored yet."), ""
+            return [], info_banner("No transactions stored yet."), "", 0
     except ValueError as e:
-        return [], info_banner(f"Filter refused: {e}"), ""
+        return [], info_banner(f"Filter refused: {e}"), "", 0
     except Exception as e:  # ClickHouse down: explicit banner, app keeps running
-        return [], error_banner(c.store.url, e), ""
+        return [], error_banner(c.store.url, e), "", 0
+    now = datetime.now(UTC)
+    sla = c.settings.dash_case_sla_minutes
+    limit = min(max(end - start, 0), MAX_BLOCK)
     try:
-        df = q.case_queue(c.store, f, limit=LIMIT)
+        pg = q.case_page(
+            c.store, f, max(start, 0), limit, sort_of(sort_model), now - timedelta(minutes=sla)
+        )
     except Exception as e:
-        return [], error_banner(c.store.url, e), ""
-    rows = case_rows(df, datetime.now(UTC), c.settings.dash_case_sla_minutes)
-    more = f" (the first {LIMIT:,} by priority)" if len(rows) == LIMIT else ""
-    overdue = sum(r["overdue"] for r in rows)
-    return rows, None, f"{len(rows):,} cases{more} · {overdue:,} past the SLA"
+        return [], error_banner(c.store.url, e), "", 0
+    rows = case_rows(pg.rows, now, sla)
+    return rows, None, f"{pg.total:,} cases · {pg.overdue:,} past the SLA", pg.total
 
 
 FILTERS = (
@@ -309,18 +387,143 @@ FILTERS = (
     Input("al-search", "value"),
 )
 
-REFRESH_IO = (
-    Output("al-grid", "rowData"),
+PAGE_IO = (
+    Output("al-grid", "getRowsResponse"),
     Output("al-banner", "children"),
     Output("al-count", "children"),
-    Input("al-tick", "n_intervals"),
-    Input("al-version", "data"),
-    *FILTERS,
+    Input("al-grid", "getRowsRequest"),
+    *[State(i.component_id, i.component_property) for i in FILTERS],
 )
 
 
-def refresh(_tick: Any, _version: Any, range_label: str, *filters: Any) -> tuple[Any, ...]:
-    return queue(range_label, *filters)
+def page(request: dict[str, Any] | None, range_label: str, *filters: Any) -> tuple[Any, ...]:
+    """Answer the grid's ``getRowsRequest`` (rows ``startRow .. endRow`` in its sort
+    order) from ClickHouse; ``rowCount`` is the filtered queue's true size."""
+    req = request or {}
+    start = int(req.get("startRow") or 0)
+    end = int(req.get("endRow") or start + PAGE_SIZE)
+    rows, banner, count, total = queue(
+        range_label, *filters, start=start, end=end, sort_model=req.get("sortModel")
+    )
+    return {"rowData": rows, "rowCount": total}, banner, count
+
+
+RELOAD_IO = (
+    Output("al-reload", "data"),
+    Input("al-tick", "n_intervals"),
+    Input("al-version", "data"),
+    Input("al-pushed", "data"),
+    *FILTERS,
+)
+"""A tick, an action or a push refreshes the loaded pages in place; a filter change
+purges them and shows the first page (clientside: ``assets/queue.js``)."""
+
+SELECT_IO = (
+    Output("al-selection", "data"),
+    Input("al-select-page", "n_clicks"),
+    Input("al-clear", "n_clicks"),
+)
+"""Tick every case of the page shown, or untick all (clientside: ``assets/queue.js``)."""
+
+
+# --- live push ------------------------------------------------------------------------
+
+LIVE_SHOWN = 8
+"""Newest pushed alerts listed above the grid."""
+PUSH_REFRESH_S = 2.0
+"""A push reloads the grid from ClickHouse at most this often (the strip shows each push
+at once; the grid follows)."""
+SAFETY_NET_FACTOR = 6
+"""With push, the grid also reloads every ``dash_refresh_s`` × this (a missed push)."""
+
+
+def live_strip(pushed: bool) -> html.Div:
+    """The newest alerts as they are pushed (or a line saying the page polls)."""
+    if not pushed:
+        return html.Div(
+            "Live push is off (no broker configured): the queue reloads every few seconds.",
+            className="muted",
+        )
+    return html.Div(
+        [
+            EventSource(id="al-live", url="/live/alerts"),
+            dcc.Store(id="al-live-items", data=[]),
+            html.Span("Live", className="live-badge", title="new alerts are pushed here"),
+            html.Ul(id="al-live-list", className="live-list"),
+            html.Div(id="al-notice", className="notice", role="alert"),
+        ],
+        className="live",
+    )
+
+
+def live_items(message: str | None, items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The alerts of a pushed snapshot (JSON from ``/live/alerts``), newest first; the
+    shown ones if the message is not a snapshot."""
+    try:
+        msg = orjson.loads(message or b"")
+    except orjson.JSONDecodeError:
+        return list(items or [])
+    got = msg.get("items") if isinstance(msg, dict) and msg.get("kind") == "alerts" else None
+    if not isinstance(got, list):
+        return list(items or [])
+    return [i for i in got if isinstance(i, dict) and "alert_id" in i][:LIVE_SHOWN]
+
+
+def live_list(items: list[dict[str, Any]]) -> list[html.Li]:
+    """One line per pushed alert; text only, the user a link to their page."""
+    return [
+        html.Li(
+            [
+                html.Span(i.get("decision", ""), className=f"pill {i.get('decision', '')}"),
+                dcc.Link(str(i.get("user_id", "")), href=user_href(str(i.get("user_id", "")))),
+                html.Span(f" {i.get('amount', '')} · risk {i.get('risk', '')} · "),
+                html.Span(str(i.get("reason", ""))),
+                html.Span(f" · {str(i.get('ts', ''))[11:19]}", className="muted"),
+            ],
+            key=str(i.get("alert_id", "")),
+            **{"data-alert": str(i.get("alert_id", ""))},
+        )
+        for i in items
+    ]
+
+
+LIVE_IO = (
+    Output("al-live-items", "data"),
+    Output("al-live-list", "children"),
+    Output("al-pushed", "data"),
+    Output("al-notice", "children"),
+    Input("al-live", "message"),
+    State("al-live-items", "data"),
+    State("al-pushed", "data"),
+)
+
+
+def on_push(
+    message: str | None,
+    items: list[dict[str, Any]] | None,
+    last_ms: int | None,
+    now_ms: int | None = None,
+) -> tuple[Any, Any, Any, Any]:
+    """Show a pushed alert now (a block also as a notice); reload the grid if the last
+    reload is old enough, or at once when another analyst changed cases."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    try:
+        kind = orjson.loads(message or b"").get("kind")
+    except (orjson.JSONDecodeError, AttributeError):
+        kind = None
+    if kind == "case":
+        return no_update, no_update, now_ms, no_update
+    shown = live_items(message, items)
+    reload = now_ms - int(last_ms or 0) >= PUSH_REFRESH_S * 1000
+    before = {i.get("alert_id") for i in items or []}
+    blocks = [i for i in shown if i.get("decision") == "block" and i["alert_id"] not in before]
+    new = blocks[0] if blocks else None
+    notice = (
+        f"New block: {new['user_id']} · {new['amount']} · {new['reason']}"
+        if new is not None
+        else no_update
+    )
+    return shown, live_list(shown), now_ms if reload else no_update, notice
 
 
 ASSIGNEES_IO = (Output("al-assign-to", "options"), Input("al-version", "data"))
@@ -373,6 +576,9 @@ def act(
         return f"Refused: {e}.", version or 0
     except Exception as e:
         return f"Could not record it: {e}", version or 0
+    hub, actor = ctx().hub, current_actor()
+    if hub is not None and ids:
+        hub.publish_change(ids, actor.name if actor else "")
     return msg, (version or 0) + 1
 
 
@@ -424,7 +630,7 @@ def export(_n: int, range_label: str, *filters: Any, now: datetime | None = None
     f = build_filter(range_label, *filters)
     if f is None:
         return no_update
-    cases = q.case_queue(c.store, f, limit=LIMIT)
+    cases = q.case_queue(c.store, f, limit=EXPORT_CASES)
     case_of = {a: cid for cid, ids in zip(cases.case_id, cases.alert_ids, strict=True) for a in ids}
     df = (
         q.alert_by_id(c.store, list(case_of)[:CSV_LIMIT]) if case_of else q.alert_by_id(c.store, [])

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import Input, Output, State, dash_table, dcc, html, no_update
+from dash import Input, Output, State, dcc, html, no_update
 
 from clickhouse import queries as q
 from dash_app import figures as fig
 from dash_app.components import (
-    USER_CELL_STYLE,
     clicked_user_href,
     error_banner,
     info_banner,
@@ -17,6 +16,7 @@ from dash_app.components import (
     money,
     range_picker,
     reasons_in_words,
+    text_grid,
     user_nav,
 )
 from dash_app.context import ctx, resolve_range
@@ -64,18 +64,15 @@ def layout(**_: Any) -> html.Div:
                     html.Div(
                         [
                             html.H4("Top flagged users"),
-                            dash_table.DataTable(
-                                id="ov-top",
-                                columns=[
-                                    {"name": "user", "id": "user_id"},
-                                    {"name": "flagged", "id": "flagged"},
-                                    {"name": "txns", "id": "txns"},
-                                    {"name": "flagged USD", "id": "flagged_usd"},
-                                    {"name": "max risk", "id": "max_risk"},
+                            text_grid(
+                                "ov-top",
+                                [
+                                    {"headerName": "user", "field": "user_id", "minWidth": 140},
+                                    {"headerName": "flagged", "field": "flagged"},
+                                    {"headerName": "txns", "field": "txns"},
+                                    {"headerName": "flagged USD", "field": "flagged_usd"},
+                                    {"headerName": "max risk", "field": "max_risk"},
                                 ],
-                                style_as_list_view=True,
-                                style_cell={"textAlign": "left", "padding": "4px"},
-                                style_data_conditional=[USER_CELL_STYLE],
                             ),
                         ],
                         className="panel",
@@ -194,7 +191,7 @@ REFRESH_IO = (
         Output("ov-risk", "figure"),
         Output("ov-rules", "figure"),
         Output("ov-map", "figure"),
-        Output("ov-top", "data"),
+        Output("ov-top", "rowData"),
         Output("ov-latest", "children"),
         Output("ov-banner", "children"),
     ],
@@ -217,7 +214,7 @@ def refresh(_tick: int | None, range_label: str) -> list[Any]:
     ]
 
 
-NAV_IO = (Output("ov-nav", "href"), Input("ov-top", "active_cell"), State("ov-top", "data"))
+NAV_IO = (Output("ov-nav", "href"), Input("ov-top", "cellClicked"), State("ov-top", "rowData"))
 
 
 def open_user(cell: dict[str, Any] | None, data: list[dict[str, Any]] | None) -> Any:

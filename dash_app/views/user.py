@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash import Input, Output, State, dash_table, dcc, html
+from dash import Input, Output, State, dcc, html
 
 from clickhouse import queries as q
 from dash_app import figures as fig
-from dash_app.components import error_banner, info_banner, money
+from dash_app.components import error_banner, info_banner, money, text_grid
 from dash_app.context import ctx
 from dash_app.encode import plotly_text, user_id_from_path
 
 ALERT_COLUMNS = [
-    {"name": n, "id": i}
+    {"headerName": n, "field": i}
     for n, i in (
         ("time (UTC)", "ts"),
         ("amount", "amount"),
@@ -45,14 +45,7 @@ def layout(user_path: str | None = None, **_: Any) -> html.Div:
                 className="row",
             ),
             html.H4("Alerts and verdicts"),
-            dash_table.DataTable(
-                id="us-alerts",
-                columns=ALERT_COLUMNS,
-                data=[],
-                page_size=15,
-                sort_action="native",
-                style_cell={"textAlign": "left"},
-            ),
+            text_grid("us-alerts", ALERT_COLUMNS, page_size=15),
             dcc.Store(id="us-user", data=user_id),
             dcc.Interval(id="us-tick", interval=refresh_ms),
         ]
@@ -108,6 +101,7 @@ def user_data(user_id: str) -> dict[str, Any]:
         }
     alerts = [
         {
+            "id": r.alert_id,
             "ts": f"{r.ts:%Y-%m-%d %H:%M:%S}",
             "amount": f"{r.amount:,.2f} {r.currency}",
             "risk": round(float(r.risk_score), 3),
@@ -132,7 +126,7 @@ REFRESH_IO = (
     Output("us-profile", "children"),
     Output("us-timeline", "figure"),
     Output("us-map", "figure"),
-    Output("us-alerts", "data"),
+    Output("us-alerts", "rowData"),
     Output("us-banner", "children"),
     Input("us-tick", "n_intervals"),
     State("us-user", "data"),

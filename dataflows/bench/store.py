@@ -20,7 +20,7 @@ from typing import Any
 from clickhouse import queries as q
 from clickhouse.store import Store, describe_url, migrate
 
-__all__ = ["fill", "run"]
+__all__ = ["backtest_leg", "fill", "run"]
 
 T_END = datetime(2026, 11, 20, tzinfo=UTC)
 WEEK_S = 7 * 24 * 3600
@@ -71,8 +71,14 @@ def sink_rate(store: Store, rows: int, batch_rows: int) -> float:
     return (rows - batch_rows) / elapsed
 
 
+# Named columns: later migrations add columns (with defaults) the fills do not write.
+_COLUMNS = """(txn_id, ts, user_id, card_id, merchant_id, merchant_category,
+    amount, currency, lat, lon, country, channel, device_id, ip, schema_version, is_fraud,
+    pattern, amount_usd, features, anomaly_raw, anomaly_score, reasons, risk_score, decision,
+    model_version, processed_at, late)"""
+
 FILL_SQL = """
-INSERT INTO {db}.transactions
+INSERT INTO {db}.transactions {cols}
 SELECT
     concat('f', toString(number)) AS txn_id,
     toDateTime64({end:DateTime64(3, 'UTC')}, 3, 'UTC')
@@ -97,7 +103,9 @@ FROM (SELECT number + {off:UInt64} AS number FROM numbers({n:UInt64}))
 """
 
 ALERTS_SQL = """
-INSERT INTO {db}.alerts
+INSERT INTO {db}.alerts (alert_id, txn_id, user_id, card_id, merchant_id, ts, amount, currency,
+    country, channel, lat, lon, risk_score, decision, reasons, anomaly_score, features,
+    model_version, created_at, schema_version)
 SELECT generateUUIDv4(), txn_id, user_id, card_id, merchant_id, ts, amount, currency,
        country, channel, lat, lon, risk_score, decision, reasons, anomaly_score, features,
        model_version, processed_at, 1
@@ -110,7 +118,8 @@ def fill(store: Store, n: int, offset: int = 0) -> float:
     """Insert ``n`` synthetic scored rows (ids from ``offset``) and their alerts."""
     t0 = time.perf_counter()
     params = {"end": T_END, "span_ms": WEEK_S * 1000, "n": n, "off": offset}
-    store.client.command(FILL_SQL.replace("{db}", store.database), parameters=params)
+    sql = FILL_SQL.replace("{db}", store.database).replace("{cols}", _COLUMNS)
+    store.client.command(sql, parameters=params)
     store.client.command(ALERTS_SQL.replace("{db}", store.database), parameters={"off": offset})
     return time.perf_counter() - t0
 
@@ -148,6 +157,70 @@ def query_latencies(store: Store, repeat: int = 5) -> dict[str, float]:
     return {name: _timed(fn, repeat) for name, fn in cases.items()}
 
 
+# Rows shaped like scored ones for the backtest: every key a features map holds.
+BACKTEST_FILL_SQL = """
+INSERT INTO {db}.transactions {cols}
+SELECT concat('k', toString(number)),
+    toDateTime64({end:DateTime64(3, 'UTC')}, 3, 'UTC')
+        - toIntervalMillisecond(cityHash64(number, 2) % {span_ms:UInt64}) AS ts,
+    concat('u', toString(cityHash64(number) % 100000)), 'c', 'm', 'grocery',
+    round(exp(3.5 + 1.1 * randNormal(0, 1)), 2) AS amount, 'USD', 40.7, -74.0, 'US',
+    ['pos', 'ecom', 'atm'][1 + number % 3], NULL, NULL, 1, toUInt8(number % 100 = 0), NULL,
+    amount,
+    map('amount_usd', amount, 'history', toFloat64(number % 300),
+        'amount_z', round(randNormal(0, 1.5), 4), 'cnt_1m', toFloat64(number % 4),
+        'cnt_10m', toFloat64(number % 7), 'cnt_1h', toFloat64(number % 13),
+        'cnt_24h', toFloat64(number % 30), 'sum_1h_usd', amount * 2, 'sum_24h_usd', amount * 5,
+        'small_10m', toFloat64(number % 5 = 0) * 3, 'km_prev', toFloat64(number % 300),
+        'dt_prev_s', toFloat64(60 + number % 9000), 'speed_kmh', toFloat64(number % 950),
+        'new_country', toFloat64(number % 41 = 0), 'new_device', toFloat64(number % 37 = 0),
+        'hour_local', toFloat64(number % 24), 'hour_share', (number % 100) / 100.,
+        'card_compromised', toFloat64(number % 501 = 0),
+        'known_place', toFloat64(number % 3 = 0)),
+    rand() / 4294967295, rand(1) / 4294967295,
+    if(number % 211 = 0, [('compromised_merchant', 'merchant', 0.3)], []), 0.05, 'approve',
+    'bench', ts + toIntervalMillisecond(40), false
+FROM numbers({n:UInt64})
+"""
+
+
+def backtest_leg(url: str, rows: int, repeat: int = 3) -> tuple[float, float]:
+    """(fill seconds, median backtest seconds) of ``fraud rules backtest`` over ``rows``
+    stored transactions in a database of their own: the built-in policy against itself
+    plus a shadow rule and a lower review threshold."""
+    from clickhouse.backtest import backtest_store
+    from schemas.rules import Case, Rule, default_policy
+    from schemas.settings import load_settings
+
+    store = Store(url, f"bench_bt_{uuid.uuid4().hex[:8]}")
+    try:
+        migrate(store, 3650)
+        t0 = time.perf_counter()
+        params = {"end": T_END, "span_ms": WEEK_S * 1000, "n": rows}
+        sql = BACKTEST_FILL_SQL.replace("{db}", store.database).replace("{cols}", _COLUMNS)
+        store.client.command(sql, parameters=params)
+        filled = time.perf_counter() - t0
+        live = default_policy(load_settings())
+        shadow = Rule(
+            "big_ecom",
+            "Big e-commerce",
+            (Case("True", "0.4", "${amount_usd:.0f} online"),),
+            "not card_present and amount_usd > 300",
+            status="shadow",
+        )
+        cand = replace(live.with_rule(shadow), review_threshold=0.45)
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            r = backtest_store(store, cand, live)
+            runs.append(time.perf_counter() - t0)
+            assert r.rows == rows, (r.rows, rows)
+        return filled, statistics.median(runs)
+    finally:
+        store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
+        store.close()
+
+
 def run(url: str, sizes: list[int], sink_rows: int, batch_rows: int) -> None:
     """Print the benchmark table for one engine URL."""
     store = Store(url, f"bench_{uuid.uuid4().hex[:8]}")
@@ -177,6 +250,10 @@ def run(url: str, sizes: list[int], sink_rows: int, batch_rows: int) -> None:
         print("|---|" + "---:|" * len(results))
         for name in names:
             print(f"| {name} | " + " | ".join(f"{results[n][name]:.1f}" for n in results) + " |")
+        for n in sorted(sizes):
+            print(f"backtest: filling {n:,} scored rows...", file=sys.stderr, flush=True)
+            _, took = backtest_leg(url, n)
+            print(f"rules backtest of {n:,} stored rows: {took:.2f}s (median of 3)", flush=True)
     finally:
         store.client.command(f"DROP DATABASE IF EXISTS {store.database}")
         store.close()

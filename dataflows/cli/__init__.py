@@ -1,9 +1,10 @@
 """The ``fraud`` command: generate traffic, run the dataflow, demo it, measure it.
 
 One module per command group (``traffic``, ``services``, ``scoring``, ``admin``,
-``measure``); each registers its subcommands.  Every subcommand takes ``--set
-FIELD=VALUE`` (repeatable) to override any setting on top of the ``FRAUD_*`` environment;
-a bad value is refused naming the field and what is allowed, with exit status 2.
+``measure``, ``users``, ``rules``); each registers its subcommands.  Every subcommand
+takes ``--set FIELD=VALUE`` (repeatable) to override any setting on top of the ``FRAUD_*``
+environment; a bad value is refused naming the field and what is allowed, with exit
+status 2.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dataflows.cli import admin, measure, scoring, services, traffic, users
+from dataflows.cli import admin, measure, rules, scoring, services, traffic, users
 from schemas.errors import ConfigError, FraudError
 
 __all__ = ["build_parser", "main"]
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         admin.register_settings,
         admin.register_schemas,
         users.register_users,
+        rules.register_rules,
     ):
         register(sub)
     return ap

@@ -28,12 +28,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from dataflows.connectors.kafka import create_topics
+    from dataflows.connectors.kafka import create_topics, topic_config
 
     s = kafka_settings(args)
     for topic, state in create_topics(s).items():
+        parts, config = topic_config(s, topic)
+        compact = ", compacted" if config.get("cleanup.policy") == "compact" else ""
         print(
-            f"{topic}: {state} ({s.partitions} partitions)"
+            f"{topic}: {state} ({parts} partitions{compact})"
             if state == "created"
             else f"{topic}: {state}"
         )

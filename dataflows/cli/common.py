@@ -35,17 +35,25 @@ __all__ = [
 ]
 
 
-def positive_int(name: str) -> Callable[[str], int]:
+def positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, refused naming ``name``."""
+
     def parse(v: str) -> int:
         try:
             n = int(v)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name} must be an integer, got {v!r}") from None
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"--{name} must be >= 1, got {n}")
+            raise argparse.ArgumentTypeError(
+                f"{_flag(name)} must be an integer, got {v!r}"
+            ) from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"{_flag(name)} must be >= {minimum}, got {n}")
         return n
 
     return parse
+
+
+def _flag(name: str) -> str:
+    return name if name.isupper() else f"--{name}"
 
 
 def nonneg_float(name: str) -> Callable[[str], float]:
@@ -181,21 +189,28 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_generator(p: argparse.ArgumentParser, count: int) -> None:
+def add_generator(
+    p: argparse.ArgumentParser,
+    count: int,
+    *,
+    users_help: str = "card holders (default 5000)",
+    rate_help: str = "events per second (default 0 = as fast as possible)",
+    fraud_default: float = 0.01,
+) -> None:
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
-    p.add_argument("--users", type=positive_int("users"), default=5000, help="card holders")
+    p.add_argument("--users", type=positive_int("users"), default=5000, help=users_help)
     p.add_argument(
         "--fraud-rate",
         type=fraction,
-        default=0.01,
-        help="expected share of fraudulent events (default 0.01)",
+        default=fraud_default,
+        help=f"expected share of fraudulent events (default {fraud_default:g})",
     )
     p.add_argument("--count", type=positive_int("count"), default=count, help="events")
     p.add_argument(
         "--rate",
         type=nonneg_float("rate"),
         default=0.0,
-        help="events per second (0 = as fast as possible)",
+        help=rate_help,
     )
     p.add_argument("--start", type=timestamp, help="event time of the first event (ISO-8601)")
     p.add_argument(

@@ -66,11 +66,16 @@ def _run_kafka(s: Settings, store: bool) -> int:
     if store:
         sinks.append(_store_sink(s))
     dlq_store = None
+    policy = None  # without a store: the rules topic's policy (or the built-in)
     if store:
+        from clickhouse.store import Store
         from dataflows.connectors.chsink import dead_letter_sink
+        from dataflows.connectors.rules_feed import policy_feed
 
         dlq_store = dead_letter_sink(s)
-    cli_main(kafka_flow(s, sinks, stop=stop, dlq_store=dlq_store), epoch_interval=None)
+        policy = policy_feed(s, Store.from_settings(s)).current
+    flow = kafka_flow(s, sinks, stop=stop, dlq_store=dlq_store, policy=policy)
+    cli_main(flow, epoch_interval=None)
     prog.done(f"flagged {flagged[0]:,}")
     return 0
 

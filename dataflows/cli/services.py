@@ -17,6 +17,8 @@ from dataflows.cli.common import (
     require_free_port,
     settings_of,
 )
+from generators.stream import users_for_rate
+from schemas.errors import ConfigError
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -34,6 +36,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # (a value from --set or the environment is in model_fields_set).
     demo = {"dash_refresh_s": 1.0, "clickhouse_batch_seconds": 0.2}
     s = s.model_copy(update={k: v for k, v in demo.items() if k not in s.model_fields_set})
+    if args.rate <= 0:
+        raise ConfigError("--rate must be positive for the demo (it paces by event time)")
+    if args.users is None:
+        args.users = users_for_rate(args.rate)
     return run_demo(s, gen_config(args), args.rate, fresh=args.fresh, seconds=args.seconds)
 
 
@@ -41,7 +47,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     import logging
 
     from dash_app.app import create_app
+    from dataflows.connectors.alert_listener import alert_listener
     from dataflows.connectors.kafka import feedback_publisher
+    from dataflows.connectors.rules_feed import policy_announcer
 
     s = settings_of(args)
     require_free_port(s.dash_host, s.dash_port, "dash_port (FRAUD_DASH_PORT)")
@@ -52,7 +60,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     logging.basicConfig(level=logging.INFO)
-    app = create_app(s, publish=feedback_publisher(s))
+    app = create_app(
+        s,
+        publish=feedback_publisher(s),
+        announce_policy=policy_announcer(s),
+        live_alerts=alert_listener(s),
+    )
     print(f"Dashboard: http://{s.dash_host}:{s.dash_port}", flush=True)
     app.run(host=s.dash_host, port=s.dash_port, debug=False)
     return 0
@@ -94,8 +107,16 @@ def register_demo(sub: Any) -> None:
         help="the whole system live, embedded: broker, generator, "
         "dataflow, chDB and the dashboard on http://127.0.0.1:8050",
     )
-    add_generator(p, 1)
-    p.set_defaults(rate=100.0, users=20_000, fraud_rate=0.02)
+    add_generator(
+        p,
+        1,
+        users_help="card holders (default: as many as make --rate with their own daily "
+        "habits, at most 1,000,000; fewer make event time run faster than the clock)",
+        rate_help="average events per second over a day; traffic follows the hour of day "
+        "(default 20: event time = wall clock)",
+        fraud_default=0.02,
+    )
+    p.set_defaults(rate=20.0, users=None)
     p.add_argument("--fresh", action="store_true", help="delete the stored data first")
     p.add_argument(
         "--seconds",

@@ -16,7 +16,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
@@ -59,6 +59,7 @@ __all__ = [
     "make_producer",
     "producer_config",
     "tcp_reachable",
+    "topic_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -317,8 +318,21 @@ def _config_value(v: Any) -> Any:
     return str(v) if isinstance(v, str | int | float) else v
 
 
-def create_topics(s: Settings, timeout_s: float = 15.0) -> dict[str, str]:
-    """Create the five topics with the configured partitions; existing ones are kept.
+def topic_config(s: Settings, topic: str) -> tuple[int, dict[str, str]]:
+    """Partitions and config ``topic`` is created with: the configured partitions, and
+    for the rules topic one compacted partition (one key, the policy in force; one
+    partition gives every reader one order of versions)."""
+    config = {"max.message.bytes": str(s.kafka_max_message_bytes)}
+    if topic == s.topic_rules:
+        return 1, {**config, "cleanup.policy": "compact"}
+    return s.partitions, config
+
+
+def create_topics(
+    s: Settings, timeout_s: float = 15.0, only: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Create the six topics (see :func:`topic_config`), or ``only`` those; existing
+    ones are kept.
 
     Returns topic → "created" | "exists".  No brokers configured is a ConfigError; none
     reachable a one-line FraudError (at once when nothing listens, else after
@@ -335,7 +349,9 @@ def create_topics(s: Settings, timeout_s: float = 15.0) -> dict[str, str]:
         s.topic_dlq,
         s.topic_feedback,
         s.topic_decisions,
+        s.topic_rules,
     ]
+    names = [t for t in names if only is None or t in only]
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as e:
@@ -343,16 +359,11 @@ def create_topics(s: Settings, timeout_s: float = 15.0) -> dict[str, str]:
             f"Kafka broker unreachable at {','.join(servers)}: no metadata within "
             f"{timeout_s:g} s ({e.args[0].str() if e.args else e})"
         ) from None
-    todo = [
-        NewTopic(
-            t,
-            num_partitions=s.partitions,
-            replication_factor=-1,
-            config={"max.message.bytes": str(s.kafka_max_message_bytes)},
-        )
-        for t in names
-        if t not in existing
-    ]
+    todo = []
+    for t in names:
+        if t not in existing:
+            parts, config = topic_config(s, t)
+            todo.append(NewTopic(t, num_partitions=parts, replication_factor=-1, config=config))
     out = {t: "exists" for t in names if t in existing}
     if todo:
         for topic, fut in admin.create_topics(todo, operation_timeout=timeout_s).items():

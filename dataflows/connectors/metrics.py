@@ -26,7 +26,11 @@ __all__ = [
     "DEAD_LETTERS",
     "DECISIONS",
     "EVENTS_READ",
+    "POLICY_REJECTED",
+    "POLICY_VERSION",
+    "RULE_ERRORS",
     "SCORING_LATENCY",
+    "SHADOW_HITS",
     "SINK_INSERT_SECONDS",
     "SINK_QUEUE",
     "SINK_RETRIES",
@@ -67,6 +71,22 @@ SINK_INSERT_SECONDS = Histogram(
 SINK_RETRIES = Counter(
     "fraud_clickhouse_insert_retries", "Transient insert failures retried.", ["table"]
 )
+RULE_ERRORS = Counter(
+    "fraud_rule_errors",
+    "Events a rule raised on (skipped for that event), by rule id.",
+    ["rule"],
+)
+SHADOW_HITS = Counter(
+    "fraud_shadow_hits", "Hits of shadow rules (stored, deciding nothing), by rule id.", ["rule"]
+)
+POLICY_VERSION = Gauge(
+    "fraud_policy_version", "Version of the rule policy this process scores with (0: built-in)."
+)
+POLICY_REJECTED = Counter(
+    "fraud_policy_rejected",
+    "Messages on the rules topic ignored: not a policy, not compilable, or an older version.",
+    ["reason"],
+)
 SNAPSHOT_TIME = Gauge(
     "fraud_recovery_snapshot_timestamp_seconds",
     "When a stateful step last snapshotted its state (Unix time; age = time() - this).",
@@ -97,16 +117,22 @@ def count_read(items: Iterable[Any]) -> None:
 
 
 def count_scored(rows: list[Any]) -> list[Any]:
-    """Count a batch of scored rows by decision and observe their scoring latency;
-    returns the batch unchanged (a pass-through step of the flow)."""
+    """Count a batch of scored rows by decision, rule errors and shadow hits by rule, and
+    observe their scoring latency; returns the batch unchanged (a pass-through step)."""
     tally: Tally[str] = Tally()
+    rules: Tally[tuple[bool, str]] = Tally()
     observe = SCORING_LATENCY.observe
     for r in rows:
         tally[r.decision] += 1
         if r.ingested_at is not None:
             observe(max(0.0, (r.processed_at - r.ingested_at).total_seconds()))
+        if r.rule_errors or r.shadow:  # rare: rules failing, shadow rules hitting
+            rules.update((True, rid) for rid in r.rule_errors)
+            rules.update((False, h.code) for h in r.shadow)
     for decision, n in tally.items():
         DECISIONS.labels(decision).inc(n)
+    for (error, rid), n in rules.items():
+        (RULE_ERRORS if error else SHADOW_HITS).labels(rid).inc(n)
     return rows
 
 

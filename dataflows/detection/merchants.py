@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from dataflows.detection.policy import ActivePolicy, decide, default_active
+from dataflows.detection.policy import ActivePolicy, compiled_version, decide, default_active
 from dataflows.detection.scoring import combine
 from schemas.fields import compact_pickle
 from schemas.scored import DeadLetter, Reason, Replayed, ScoredTransaction, label_json
@@ -169,7 +169,7 @@ def rescore(
         st.anomaly_score,
         tuple(reasons),
         risk,
-        decide(risk, reasons, default_active(s) if policy is None else policy),
+        decide(risk, reasons, _policy_of(st, s, policy)),
         st.model_version + version,
         st.processed_at,
         st.late,
@@ -178,6 +178,17 @@ def rescore(
         st.shadow,
         st.rule_errors,
     )
+
+
+def _policy_of(st: ScoredTransaction, s: Settings, current: ActivePolicy | None) -> ActivePolicy:
+    """The policy that scored ``st``'s rules if still known, else the one in force."""
+    if current is None:
+        return default_active(s)
+    if current.version == st.policy_version:
+        return current
+    if st.policy_version == 0:
+        return default_active(s)
+    return compiled_version(st.policy_version) or current
 
 
 def on_events(

@@ -23,6 +23,7 @@ __all__ = [
     "ActivePolicy",
     "activate",
     "blocks_alone",
+    "compiled_version",
     "decide",
     "default_active",
     "run_rules",
@@ -49,6 +50,17 @@ class ActivePolicy:
     policy: Policy
 
 
+_RECENT: dict[int, ActivePolicy] = {}
+RECENT_KEPT = 8
+
+
+def compiled_version(version: int) -> ActivePolicy | None:
+    """A recently activated policy by version: the later feedback steps decide a row with
+    the policy that scored its rules, even right after a switch (when the merchant step
+    on another worker may already run the next version)."""
+    return _RECENT.get(version)
+
+
 def activate(p: Policy) -> ActivePolicy:
     """Compile every live and shadow rule of ``p`` (raises :class:`PolicyError`)."""
     compiled: list[CompiledRule] = []
@@ -69,7 +81,7 @@ def activate(p: Policy) -> ActivePolicy:
         )
 
     live = [c for c in compiled if c.rule.status == "live"]
-    return ActivePolicy(
+    active = ActivePolicy(
         p.version,
         p.review_threshold,
         p.block_threshold,
@@ -81,6 +93,11 @@ def activate(p: Policy) -> ActivePolicy:
         frozenset(c.rule.id for c in live if not c.renews),
         p,
     )
+    if p.version:  # published versions are unique; v0 differs with the settings
+        _RECENT[p.version] = active
+        while len(_RECENT) > RECENT_KEPT:
+            del _RECENT[min(_RECENT)]
+    return active
 
 
 @lru_cache(maxsize=8)

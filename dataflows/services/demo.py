@@ -30,7 +30,7 @@ from typing import Any
 
 from clickhouse import queries as q
 from clickhouse.store import Store, chdb_path, describe_url, migrate
-from generators.stream import Pacer, event_stream
+from generators.stream import EventClock, event_stream, natural_rate, prefetched
 from generators.synth import GeneratorConfig
 from schemas.settings import Settings
 
@@ -49,15 +49,19 @@ class _Counters:
         self.failed: str | None = None
 
 
-def _generate(s: Settings, cfg: GeneratorConfig, rate: float, c: _Counters) -> None:
-    """Produce paced events to the transactions topic until told to stop."""
+def _generate(s: Settings, cfg: GeneratorConfig, speed: float, c: _Counters) -> None:
+    """Produce events to the transactions topic as their event time comes (``speed`` ×
+    the wall clock) until told to stop."""
+    import orjson
+
     from dataflows.connectors.kafka import make_producer, produce_all
 
-    pacer = Pacer(rate)
+    clock = EventClock(cfg.start.timestamp() * 1000.0, speed)
 
     def paced() -> Iterator[tuple[bytes, bytes]]:
-        for kv in event_stream(cfg):
-            pacer.tick()
+        for kv in prefetched(event_stream(cfg)):
+            ts = datetime.fromisoformat(orjson.loads(kv[1])["ts"])
+            clock.wait(ts.timestamp() * 1000.0)
             c.produced += 1
             yield kv
 
@@ -143,10 +147,12 @@ def run_demo(
     from bytewax.run import cli_main
 
     from dash_app.app import create_app
+    from dataflows.connectors.alert_listener import alert_listener
     from dataflows.connectors.chsink import clickhouse_sink, dead_letter_sink
     from dataflows.connectors.embedded import EmbeddedBroker
     from dataflows.connectors.kafka import create_topics, feedback_publisher
     from dataflows.connectors.local import CallbackSink, stop_on_signals
+    from dataflows.connectors.rules_feed import policy_announcer, policy_feed
     from dataflows.flow import kafka_flow
 
     if s.clickhouse_url.startswith("chdb:") and fresh:
@@ -180,12 +186,27 @@ def run_demo(
             + (f", continuing after {bounds[1]:%Y-%m-%d %H:%M}" if bounds else ""),
             file=sys.stderr,
         )
+        speed = max(1.0, rate / natural_rate(cfg.users)) if rate > 0 else 1.0
+        basis = (
+            "event time = wall clock"
+            if speed < 1.05
+            else f"event time runs {speed:.1f}x the wall clock ({cfg.users:,} holders make "
+            f"{natural_rate(cfg.users):.1f} tx/s in real time)"
+        )
         print(
-            f"generator: {cfg.users:,} users, fraud rate {cfg.fraud_rate:.1%}, {rate:g} tx/s,"
-            f" event time from {start:%Y-%m-%d %H:%M} UTC (simulated clock)",
+            f"generator: {cfg.users:,} card holders, fraud rate {cfg.fraud_rate:.1%}, "
+            f"~{natural_rate(cfg.users) * speed:,.1f} tx/s on average over a day (by hour of "
+            f"day), from {start:%Y-%m-%d %H:%M} UTC; {basis}",
             file=sys.stderr,
         )
-        app = create_app(s, Store.from_settings(s), feedback_publisher(s))
+        feed = policy_feed(s, store)  # the policy in force, hot-reloaded from the topic
+        app = create_app(
+            s,
+            Store.from_settings(s),
+            feedback_publisher(s),
+            announce_policy=policy_announcer(s),
+            live_alerts=alert_listener(s),
+        )
         threading.Thread(
             target=_serve, args=(app, s.dash_host, s.dash_port, c), daemon=True, name="dash"
         ).start()
@@ -196,7 +217,7 @@ def run_demo(
             flush=True,
         )
         threading.Thread(
-            target=_generate, args=(s, cfg, rate, c), daemon=True, name="generator"
+            target=_generate, args=(s, cfg, speed, c), daemon=True, name="generator"
         ).start()
         threading.Thread(
             target=_watch, args=(Store.from_settings(s), c, 2.0, url), daemon=True, name="status"
@@ -217,6 +238,7 @@ def run_demo(
                     [clickhouse_sink(s), CallbackSink(count)],
                     stop=stop,
                     dlq_store=dead_letter_sink(s),
+                    policy=feed.current,
                 ),
                 epoch_interval=timedelta(seconds=2),
             )

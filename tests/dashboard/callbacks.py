@@ -22,11 +22,11 @@ def call(
     ins = [d for d in io if isinstance(d, Input)]
     states = [d for d in io if isinstance(d, State)]
     assert len(values) == len(ins) + len(states)
+    names = [f"{o.component_id}.{o.component_property}" for o in outs]
     body = {
-        "output": ".."
-        + "...".join(f"{o.component_id}.{o.component_property}" for o in outs)
-        + "..",
-        "outputs": [_dep(o) for o in outs],
+        # Dash names a multi-output callback "..a.x...b.y.." and a single one "a.x".
+        "output": names[0] if len(outs) == 1 else ".." + "...".join(names) + "..",
+        "outputs": _dep(outs[0]) if len(outs) == 1 else [_dep(o) for o in outs],
         "inputs": [{**_dep(d), "value": v} for d, v in zip(ins, values, strict=False)],
         "state": [{**_dep(d), "value": v} for d, v in zip(states, values[len(ins) :], strict=True)],
         "changedPropIds": [trigger],

@@ -137,7 +137,7 @@ def test_hostile_ids_are_text_and_open_their_own_page(browser: webdriver.Chrome,
     browser.get(url + "/")
     _wait_text(browser, "#ov-top", hostile.MD_LINK)
     assert browser.find_elements(By.CSS_SELECTOR, "a[href*='evil']") == []
-    cells = browser.find_elements(By.CSS_SELECTOR, "#ov-top td[data-dash-column='user_id']")
+    cells = browser.find_elements(By.CSS_SELECTOR, "#ov-top .ag-cell[col-id='user_id']")
     next(c for c in cells if c.text == hostile.MD_LINK).click()
     _wait_text(browser, "h2", f"User {hostile.MD_LINK}")
     assert urlsplit(browser.current_url).path == user_href(hostile.MD_LINK)

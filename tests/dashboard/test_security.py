@@ -88,9 +88,9 @@ def _assert_user_href(href: str, user_id: str) -> None:
 
 
 def _cell(rows: list[dict[str, Any]], user_id: str) -> dict[str, Any]:
-    """The ``active_cell`` DataTable sends when the analyst clicks this user's cell."""
+    """The ``cellClicked`` AG Grid sends when the analyst clicks this user's cell."""
     i, row = next((i, r) for i, r in enumerate(rows) if r["user_id"] == user_id)
-    return {"row": i, "column": 2, "column_id": "user_id", "row_id": row["id"]}
+    return {"colId": "user_id", "rowIndex": i, "rowId": row["id"], "value": user_id}
 
 
 # --- 1. ids are text, links are built (never markdown) ----------------------------
@@ -106,7 +106,7 @@ def test_case_queue_shows_ids_as_text_and_clicks_open_the_case_then_the_user(
     hostile_store: Store,
 ) -> None:
     _assert_nothing_parsed(alerts.layout())
-    rows, *_ = alerts.refresh(1, 0, "all time", [], ALL_STATUSES, *ANY)
+    rows, *_ = alerts.queue("all time", [], ALL_STATUSES, *ANY, end=100)
     user_col = next(c for c in alerts.COLUMNS if c["field"] == "user_id")
     assert "cellRenderer" not in user_col, "the id is shown verbatim"
     assert sorted(r["user_id"] for r in rows) == sorted(HOSTILE_IDS)
@@ -123,7 +123,7 @@ def test_case_queue_shows_ids_as_text_and_clicks_open_the_case_then_the_user(
 
 
 def test_only_user_and_case_cells_navigate(hostile_store: Store) -> None:
-    rows, *_ = alerts.refresh(1, 0, "all time", [], ALL_STATUSES, *ANY)
+    rows, *_ = alerts.queue("all time", [], ALL_STATUSES, *ANY, end=100)
     cell = _grid_cell(rows, "x/y")
     assert alerts.open_case({**cell, "colId": "case"}) == f"/cases/{cell['rowId']}"
     assert alerts.open_case({**cell, "colId": "total_usd"}) is alerts.no_update

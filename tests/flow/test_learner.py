@@ -5,10 +5,12 @@ from __future__ import annotations
 import pickle
 import random
 from datetime import timedelta
+from typing import Any
 
+import numpy as np
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from dataflows.detection.learner import LEARNER_FEATURES, MIN_EXAMPLES, DelayedLearner
+from dataflows.detection.learner import LEARNER_FEATURES, MIN_EXAMPLES, DelayedLearner, finish
 from dataflows.detection.merchants import label_json
 from dataflows.flow import build_flow
 from schemas.settings import Settings
@@ -51,7 +53,10 @@ def test_never_learns_an_example_before_its_delay() -> None:
 
 def test_scores_zero_until_enough_examples_then_ranks_frauds_higher() -> None:
     events = _stream(20_000)
-    lr = DelayedLearner(7 * DAY_MS)
+    # The online model alone: the booster bins each input into at most 255 quantile bins,
+    # one of which may straddle the gap between the classes (its ranking is checked in
+    # test_booster_generation_changes_on_retrain_boundaries).
+    lr = DelayedLearner(7 * DAY_MS, retrain_ms=0)
     for ts, tid, _, fraud in events:
         if fraud:
             lr.label(tid, ts)
@@ -112,7 +117,20 @@ def test_flow_uses_labels_only_after_the_delay(settings: Settings) -> None:
     legit = [r.features["learned_p"] for r in late if r.txn.amount != 700.0]
     pairs = sum(f > g for f in frauds for g in legit) / (len(frauds) * len(legit))
     assert pairs > 0.8, f"AUC of learned_p on the last day {pairs:.2f}"
-    assert all(r.model_version.endswith("+lr-v2") for r in rows)
+    # The booster (refitted at each UTC midnight once 50 labelled frauds are older than
+    # the delay) names its generation on the rows it scored; before it, the online model.
+    tags = {r.txn.txn_id: r.model_version.split("+lr-v2")[1] for r in rows}
+    assert all("+lr-v2" in r.model_version for r in rows)
+    by_period: dict[int, list[str]] = {}
+    for r in rows:
+        by_period.setdefault(int(r.txn.ts.timestamp() // 86_400), []).append(tags[r.txn.txn_id])
+    expected = ["", "", "", "+gbm-g1", "+gbm-g2", "+gbm-g3"]
+    seq = [by_period[d] for d in sorted(by_period)]
+    assert [max(set(g), key=g.count) for g in seq] == expected
+    for k, g in enumerate(seq):
+        # The learner's stream time is the newest event time it has seen: a row that
+        # arrives after a later-stamped one past the boundary gets the newer booster.
+        assert set(g) <= set(expected[k : k + 2]), f"period {k}: {sorted(set(g))}"
     assert any(x.code == "learned_pattern" for r in late for x in r.reasons)
 
 
@@ -144,3 +162,115 @@ def test_each_rule_contribution_is_an_input_of_its_own() -> None:
     assert x["rule_card_testing"] == 0.0 and x["amount_usd"] == 10.0
     none = learner_input({}, 0.0)
     assert len(none) == len(LEARNER_FEATURES) and not any(none)
+
+
+def _gbm_stream(n: int, days: float, seed: int = 5) -> list[tuple[float, str, tuple, bool]]:
+    """n events over ``days``; frauds (5 %) have large amounts; input 1 is the event
+    time in days, so a fit's training rows tell when their transactions happened."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        ts = i * days * DAY_MS / n
+        fraud = rng.random() < 0.05
+        amount = rng.uniform(500, 900) if fraud else rng.uniform(5, 200)
+        out.append((ts, f"t{i}", (amount, ts / DAY_MS, *([0.0] * (WIDTH - 2))), fraud))
+    return out
+
+
+def test_booster_fits_never_see_a_label_before_its_delay(monkeypatch: Any) -> None:
+    """Labels arrive with their transactions, yet every fit (at a day boundary) trains on
+    exactly the transactions with event time <= stream time - delay, labelled as the
+    online model learned them; a label that arrives after its delay is never used."""
+    from dataflows.detection import gbm, learner
+
+    fits: list[tuple[float, np.ndarray, np.ndarray]] = []
+    real = gbm.fit_gbm
+
+    def spy(history: gbm.LabelledHistory, width: int) -> gbm.Booster:
+        x, y, _ = history.dataset(width)
+        fits.append((lr.now_ms, x[:, 1].astype(float), y))
+        return real(history, width)
+
+    monkeypatch.setattr(learner, "fit_gbm", spy)
+    events = _gbm_stream(8000, 16)
+    delay = 3 * DAY_MS
+    lr = DelayedLearner(delay, retrain_ms=DAY_MS)
+    late = {tid for ts, tid, _, fraud in events if fraud and 8 * DAY_MS < ts <= 10 * DAY_MS}
+    for ts, tid, x, fraud in events:
+        if fraud and tid not in late:
+            lr.label(tid, ts)
+        lr.score(ts, tid, x)
+        if tid == "t7000":  # labels of the last days come after their delay
+            for t2, tid2, _, _ in events:
+                if tid2 in late and t2 <= ts - delay:
+                    lr.label(tid2, t2)
+    assert len(fits) >= 8, "one fit per day once enough frauds are known"
+    for now, when, y in fits:
+        assert now % DAY_MS < 16 * DAY_MS / 8000, "fits at the first event of a day"
+        assert when.max() * DAY_MS <= now - delay + 1e-3 * DAY_MS, "no example before its delay"
+        seen = [t for t, _, _, _ in events if t <= now - delay]
+        assert len(when) == len(seen), "every example whose delay has passed (none sampled out)"
+        frauds = {round(float(d), 4) for d, f in zip(when, y, strict=True) if f}
+        expected = {
+            round(t / DAY_MS, 4)
+            for t, tid, _, f in events
+            if f and t <= now - delay and tid not in late
+        }
+        assert frauds == expected, "a fraud is learned as such only if labelled within its delay"
+
+
+def test_booster_generation_changes_on_retrain_boundaries() -> None:
+    events = _gbm_stream(6000, 12)
+    lr = DelayedLearner(2 * DAY_MS, retrain_ms=DAY_MS)
+    for ts, tid, _, fraud in events:
+        if fraud:
+            lr.label(tid, ts)
+    gens, probs = [], []
+    for ts, tid, x, fraud in events:
+        step = lr.step(ts, tid, x)
+        gens.append((int(ts // DAY_MS), step[2], step[1]))
+        if step[2]:
+            probs.append((finish([step])[0][0], fraud))
+    f = [p for p, y in probs if y]
+    g = [p for p, y in probs if not y]
+    auc = sum((a > b) + 0.5 * (a == b) for a in f for b in g) / (len(f) * len(g))
+    assert auc > 0.99, f"the booster ranks the large amounts first: AUC {auc:.3f}"
+    per_day = {}
+    for day, gen, model in gens:
+        per_day.setdefault(day, set()).add((gen, id(model)))
+    assert all(len(v) == 1 for v in per_day.values()), "one booster per retrain period"
+    seq = [next(iter(per_day[d]))[0] for d in sorted(per_day)]
+    first = next(i for i, g in enumerate(seq) if g)
+    assert seq[:first] == [0] * first and seq[first:] == list(range(1, len(seq) - first + 1))
+    from dataflows.detection.gbm import MIN_FRAUDS
+
+    def ready(day: int) -> bool:
+        old = [f for t, _, _, f in events if t <= day * DAY_MS - 2 * DAY_MS]
+        return len(old) >= MIN_EXAMPLES and sum(old) >= MIN_FRAUDS
+
+    assert first == next(d for d in range(12) if ready(d)), "waits for examples and frauds"
+    # off: no booster ever
+    off = DelayedLearner(2 * DAY_MS, retrain_ms=0)
+    for ts, tid, x, _ in events:
+        assert off.step(ts, tid, x)[2] == 0
+
+
+def test_restored_learner_scores_and_refits_identically() -> None:
+    """The snapshot (pickle) of a learner holding a fitted booster and its history gives
+    the same scores afterwards, across later refits."""
+    events = _gbm_stream(9000, 12)
+    lr = DelayedLearner(2 * DAY_MS, retrain_ms=DAY_MS)
+    for ts, tid, _, fraud in events:
+        if fraud:
+            lr.label(tid, ts)
+    half = len(events) // 2
+    for ts, tid, x, _ in events[:half]:
+        lr.score(ts, tid, x)
+    assert lr.generation >= 1
+    blob = pickle.dumps(lr, protocol=pickle.HIGHEST_PROTOCOL)
+    clone = pickle.loads(blob)
+    gen = lr.generation
+    a = [lr.score(ts, tid, x) for ts, tid, x, _ in events[half:]]
+    b = [clone.score(ts, tid, x) for ts, tid, x, _ in events[half:]]
+    assert a == b
+    assert lr.generation == clone.generation > gen, "refits after the restore, same models"

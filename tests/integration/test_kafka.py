@@ -86,7 +86,7 @@ def test_flow_on_broker_alerts_and_dead_letters(kafka_settings: Settings, runner
     for m in alerts:
         headers = dict(m.headers())
         assert headers["content-type"] == b"application/json"
-        assert headers["schema-version"] == b"2"  # Alert v2
+        assert headers["schema-version"] == b"3"  # Alert v3
         assert m.key() == orjson.loads(m.value())["user_id"].encode()
     # Dead letters: original bytes untouched, precise reasons, origin recorded.
     codes = sorted(dict(m.headers())["error-code"].decode() for m in dlq)

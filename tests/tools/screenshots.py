@@ -1,17 +1,18 @@
-"""Screenshots of the live demo's pages for the docs, and on-screen alert latency.
+"""Screenshots of the live demo's pages for the README (docs/img/*.png).
 
-``make screenshots`` starts ``fraud demo`` on a scratch chDB directory, lets it run, then
-captures the overview, the alert queue and the top flagged user's page with headless
-Chromium.  With ``--measure S`` it then watches the alert queue for S seconds and prints
-how long each new alert took from being raised by the dataflow (its "raised" time, wall
-clock) to appearing on the analyst's screen: sink batching + the refresh interval +
-query and render.  Produce -> raised is ``fraud latency`` (tens of ms).
+``make screenshots`` starts ``fraud demo`` on a scratch chDB directory, lets traffic
+flow, then captures with headless Chromium: the overview, the case queue, the case page
+of the queue's top case, the page of that case's user and the Rules page.  The demo has
+no analyst accounts, so the app acts as ``local`` (admin) and shows no sign-in page; if
+one appears (accounts configured through the environment) the tool stops and says so.
+
+Push latency (alert produced -> on the analyst's screen) is measured by
+``python -m tests.tools.push_latency``, not here.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,11 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
+
+from dash_app.encode import case_href, user_href
+
+PAGES = ("overview.png", "alerts.png", "case.png", "user.png", "rules.png")
+"""What the README shows, in this order (docs/img/)."""
 
 
 def _browser() -> webdriver.Chrome:
@@ -41,41 +47,68 @@ def _browser() -> webdriver.Chrome:
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=exe), options=opts)
 
 
-def _measure(d: webdriver.Chrome, url: str, seconds: float) -> None:
-    """Print raised -> on-screen lag of alerts that appear while watching the queue."""
-    from datetime import UTC, datetime
-
-    d.get(url + "/alerts")
-    WebDriverWait(d, 30).until(ec.text_to_be_present_in_element((By.ID, "al-count"), "alerts"))
-    raised_col = [h.text for h in d.find_elements(By.CSS_SELECTOR, "#al-table th")].index(
-        "raised (UTC)"
+def _wait(d: webdriver.Chrome, css: str, text: str = "", timeout: float = 60) -> None:
+    cond = (
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text)
+        if text
+        else ec.presence_of_element_located((By.CSS_SELECTOR, css))
     )
-    seen: set[str] = set()
-    lags: list[float] = []
-    first = True
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        now = datetime.now(UTC)
-        for tr in d.find_elements(By.CSS_SELECTOR, "#al-table tbody tr"):
-            cells = tr.find_elements(By.CSS_SELECTOR, "td")
-            if len(cells) <= raised_col:
-                continue
-            raised = cells[raised_col].text
-            if raised and raised not in seen:
-                seen.add(raised)
-                if not first:
-                    t = datetime.strptime(raised, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
-                    lags.append((now - t).total_seconds())
-        first = False
-        time.sleep(0.1)
-    if lags:
-        lags.sort()
-        print(
-            f"raised -> on screen over {len(lags)} new alerts: p50 {lags[len(lags) // 2]:.2f}s,"
-            f" p95 {lags[int(len(lags) * 0.95)]:.2f}s, max {lags[-1]:.2f}s"
+    WebDriverWait(d, timeout).until(cond)
+
+
+def _open(d: webdriver.Chrome, url: str) -> None:
+    d.get(url)
+    if d.find_elements(By.ID, "login-user"):
+        raise SystemExit(
+            "the app asks to sign in (analyst accounts exist): the screenshots are of the "
+            "demo without accounts; unset FRAUD_DASH_AUTH and use a fresh store"
         )
-    else:
-        print("no new alert appeared while measuring")
+
+
+def _top_case(d: webdriver.Chrome) -> tuple[str, str] | None:
+    """The queue's first row (case id, user id), from the grid's loaded rows."""
+    got = d.execute_script(
+        """const n = dash_ag_grid.getApi('al-grid').getDisplayedRowAtIndex(0);
+           return n && n.data ? [n.data.id, n.data.user_id] : null;"""
+    )
+    return None if not got else (str(got[0]), str(got[1]))
+
+
+def capture(d: webdriver.Chrome, url: str, out: Path) -> list[str]:
+    """Save the pages' PNGs into ``out``; returns the file names written."""
+    written = []
+
+    def shot(name: str) -> None:
+        time.sleep(2)  # figures finish their transitions
+        d.save_screenshot(str(out / name))
+        written.append(name)
+
+    _open(d, url + "/")
+    _wait(d, "#ov-map g.layer.land path")
+    _wait(d, "#ov-top .ag-cell[col-id='user_id']")
+    shot("overview.png")
+
+    _open(d, url + "/alerts")
+    _wait(d, "#al-count", "cases")
+    _wait(d, "#al-grid .ag-row .ag-cell[col-id='user_id']")
+    shot("alerts.png")
+    top = _top_case(d)
+    if top is not None:
+        case_id, user_id = top
+        _open(d, url + case_href(case_id))
+        _wait(d, "#cs-title", f"of user {user_id}")
+        _wait(d, "#cs-alerts .ag-row")
+        _wait(d, "#cs-history")
+        shot("case.png")
+        _open(d, url + user_href(user_id))
+        _wait(d, "#us-profile", "transactions")
+        _wait(d, "#us-alerts .ag-row")
+        shot("user.png")
+
+    _open(d, url + "/rules")
+    _wait(d, "#rl-grid .ag-row")
+    shot("rules.png")
+    return written
 
 
 def main() -> int:
@@ -83,7 +116,7 @@ def main() -> int:
     ap.add_argument("--out", default="docs/img", help="output folder (default docs/img)")
     ap.add_argument("--warmup", type=float, default=90, help="seconds of traffic first")
     ap.add_argument("--port", type=int, default=8077)
-    ap.add_argument("--measure", type=float, default=0, help="seconds of on-screen timing")
+    ap.add_argument("--rate", type=float, default=150, help="demo events per second")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,9 +130,9 @@ def main() -> int:
             "--port",
             str(a.port),
             "--rate",
-            "150",
+            str(a.rate),
             "--seconds",
-            str(a.warmup + 120 + a.measure),
+            str(a.warmup + 180),
             "--set",
             f"clickhouse_url=chdb://{data}",
         ],
@@ -110,37 +143,18 @@ def main() -> int:
     try:
         print(f"demo running; waiting {a.warmup:.0f}s for traffic...", file=sys.stderr)
         time.sleep(a.warmup)
+        if demo.poll() is not None:
+            raise SystemExit(f"the demo stopped early (exit {demo.returncode})")
         d = _browser()
         try:
-            d.get(url + "/")
-            WebDriverWait(d, 30).until(
-                ec.presence_of_element_located((By.CSS_SELECTOR, "#ov-map g.layer.land path"))
-            )
-            time.sleep(3)
-            d.save_screenshot(str(out / "overview.png"))
-            top = re.search(r'href="/users/([\w-]+)"', d.page_source)
-            d.get(url + "/alerts")
-            WebDriverWait(d, 30).until(
-                ec.text_to_be_present_in_element((By.ID, "al-count"), "alerts")
-            )
-            time.sleep(2)
-            d.save_screenshot(str(out / "alerts.png"))
-            if top:
-                d.get(url + f"/users/{top.group(1)}")
-                WebDriverWait(d, 30).until(
-                    ec.text_to_be_present_in_element((By.ID, "us-profile"), "transactions")
-                )
-                time.sleep(3)
-                d.save_screenshot(str(out / "user.png"))
-            if a.measure:
-                _measure(d, url, a.measure)
+            written = capture(d, url, out)
         finally:
             d.quit()
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(60)
         shutil.rmtree(data.parent, ignore_errors=True)
-    print(f"wrote {sorted(p.name for p in out.glob('*.png'))} to {out}", file=sys.stderr)
+    print(f"wrote {written} to {out}", file=sys.stderr)
     return 0
 
 

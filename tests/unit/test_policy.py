@@ -328,3 +328,15 @@ def test_the_readme_example_rule_is_valid_and_fires() -> None:
     assert hit == Reason(
         "digital_goods_new_device", "$500.00 of digital goods from an unseen device", 0.65
     )
+
+
+def test_feedback_steps_decide_with_the_policy_that_scored_the_row() -> None:
+    from dataflows.detection.merchants import rescore
+
+    blocking = _policy(rule("True", "0.0", "x", id="blk", effect="block"))  # v7
+    row = _score(blocking, 1)[0]
+    assert row.decision == "block" and row.policy_version == 7
+    newer = activate(Policy(8, DEFAULT.rules, params=DEFAULT.params))
+    assert rescore(row, None, {}, S, policy=newer).decision == "block"  # v7's effects
+    row0 = replace(row, policy_version=0, reasons=())
+    assert rescore(row0, None, {}, S, policy=newer).decision == "approve"
