@@ -27,7 +27,8 @@ from schemas.settings import Settings
 __all__ = ["register_rules"]
 
 
-def _store(s: Settings) -> Any:
+def store_of(s: Settings) -> Any:
+    """The configured store, migrated (every rules command reads or writes it)."""
     from clickhouse.store import Store, migrate
 
     store = Store.from_settings(s)
@@ -61,19 +62,22 @@ def _load(path: str) -> Policy:
     return policy
 
 
-def _stored_or_builtin(s: Settings, version: int | None) -> Policy:
-    """Version ``version`` (None: the one in force; 0: the built-in)."""
+def stored_or_builtin(
+    s: Settings, version: int | None, flag: str = "--version", store: Any = None
+) -> Policy:
+    """Version ``version`` (None: the one in force, else the built-in; 0: the built-in);
+    an unknown version is refused naming ``flag``."""
     from clickhouse.rules import policy_at, policy_in_force
     from schemas.rules import default_policy
 
     if version == 0:
         return default_policy(s)
-    store = _store(s)
+    store = store_of(s) if store is None else store
     if version is None:
         return policy_in_force(store) or default_policy(s)
     stored = policy_at(store, version)
     if stored is None:
-        raise ConfigError(f"--version {version}: no stored policy version {version}")
+        raise ConfigError(f"{flag} {version}: no stored policy version {version}")
     return stored.policy
 
 
@@ -102,7 +106,7 @@ def _summary(p: Policy) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from clickhouse.rules import policy_history
 
-    history = policy_history(_store(settings_of(args)))
+    history = policy_history(store_of(settings_of(args)))
     if not history:
         print("no policy published: the built-in (version 0) is in force")
         return 0
@@ -121,7 +125,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from schemas.rules import encode_policy
 
-    p = _stored_or_builtin(settings_of(args), args.version)
+    p = stored_or_builtin(settings_of(args), args.version)
     if args.json:
         sys.stdout.write(encode_policy(p).decode() + "\n")
         return 0
@@ -167,7 +171,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     s = settings_of(args)
     try:
         policy = _load(args.file)
-        store = _store(s)
+        store = store_of(s)
         base = policy_in_force(store) or default_policy(s)  # the first diff: vs built-in
         stored = publish_policy(store, policy, args.author, args.note, base=base)
     except PolicyError as e:
@@ -181,7 +185,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from schemas.rules import default_policy
 
     s = settings_of(args)
-    store = _store(s)
+    store = store_of(s)
     try:
         if args.version == 0:  # back to the built-in rules, as a new stored version
             note = f"rollback to v0 (built-in): {args.note}" if args.note.strip() else ""
@@ -197,7 +201,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from schemas.rules import encode_policy
 
-    body = encode_policy(_stored_or_builtin(settings_of(args), args.version)) + b"\n"
+    body = encode_policy(stored_or_builtin(settings_of(args), args.version)) + b"\n"
     if args.out is None:
         sys.stdout.write(body.decode())
     else:

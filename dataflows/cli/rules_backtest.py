@@ -22,7 +22,6 @@ from typing import Any
 from dataflows.cli.common import add_common, iso_date, positive_int, settings_of
 from schemas.errors import ConfigError
 from schemas.rules import Policy, PolicyError
-from schemas.settings import Settings
 
 __all__ = ["format_report", "register_backtest"]
 
@@ -50,31 +49,6 @@ def _candidate(path: str) -> Policy:
     if problems:
         raise ConfigError(f"CANDIDATE {path}: " + "; ".join(str(x) for x in problems))
     return p
-
-
-def _store(s: Settings) -> Any:
-    from clickhouse.store import Store, migrate
-
-    store = Store.from_settings(s)
-    migrate(store, s.clickhouse_ttl_days)
-    return store
-
-
-def _live(s: Settings, against: int | None, store: Any) -> Policy:
-    """Version ``against`` (0: built-in), else the one in force, else the built-in."""
-    from clickhouse.rules import policy_at, policy_in_force
-    from schemas.rules import default_policy
-
-    if against == 0:
-        return default_policy(s)
-    if store is None:
-        store = _store(s)
-    if against is None:
-        return policy_in_force(store) or default_policy(s)
-    v = policy_at(store, against)
-    if v is None:
-        raise ConfigError(f"--against {against}: no stored policy version {against}")
-    return v.policy
 
 
 def _day(d: date) -> datetime:
@@ -111,8 +85,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise ConfigError(f"--data {root}: no fraud_handbook_simulated/transactions.parquet there")
     candidate = _candidate(args.candidate)
     flow = args.file is not None or args.handbook
-    store = None if flow and args.against == 0 else _store(s)
-    live = _live(s, args.against, store)
+    from dataflows.cli.rules import store_of, stored_or_builtin  # rules.py registers us
+
+    store = None if flow and args.against == 0 else store_of(s)
+    live = stored_or_builtin(s, args.against, "--against", store)
     _say(f"candidate v{candidate.version} ({args.candidate}) against live v{live.version}")
     if flow:
         from dataflows.evaluation.backtest import backtest_flow, file_events, handbook_stream
