@@ -52,6 +52,14 @@ def _action(
     )
 
 
+def _save(actions: list[CaseAction], actor: Actor) -> None:
+    """Record the actions, then tell every open queue (live push) that cases changed."""
+    c = ctx()
+    q.save_case_actions(c.store, actions)
+    if c.hub is not None and actions:
+        c.hub.publish_change(sorted({a.case_id for a in actions}), actor.name)
+
+
 def _open(case_ids: list[str]) -> tuple[list[dict[str, Any]], str]:
     cases = _cases(case_ids)
     closed = [c for c in cases if c["is_closed"]]
@@ -65,9 +73,7 @@ def claim(case_ids: list[str], now: datetime) -> str:
     if not case_ids:
         return "Select one or more cases first."
     cases, skipped = _open(case_ids)
-    q.save_case_actions(
-        ctx().store, [_action(c, "claim", actor, now, assignee=actor.name) for c in cases]
-    )
+    _save([_action(c, "claim", actor, now, assignee=actor.name) for c in cases], actor)
     return f"{actor.name} claimed {len(cases)} case(s){skipped}."
 
 
@@ -79,9 +85,7 @@ def assign(case_ids: list[str], assignee: str | None, now: datetime) -> str:
     if not assignee or (accounts().role(assignee) is None and assignee != actor.name):
         return "Pick an existing account to assign to."
     cases, skipped = _open(case_ids)
-    q.save_case_actions(
-        ctx().store, [_action(c, "assign", actor, now, assignee=assignee) for c in cases]
-    )
+    _save([_action(c, "assign", actor, now, assignee=assignee) for c in cases], actor)
     return f"Assigned {len(cases)} case(s) to {assignee}{skipped}."
 
 
@@ -93,7 +97,7 @@ def add_note(case_id: str, note: str | None, now: datetime) -> str:
     cases = _cases([case_id])
     if not cases:
         return "No such case."
-    q.save_case_actions(ctx().store, [_action(cases[0], "note", actor, now, note=text[:2000])])
+    _save([_action(cases[0], "note", actor, now, note=text[:2000])], actor)
     return "Note added."
 
 
@@ -139,7 +143,7 @@ def give_verdict(
     if not reviews:
         return "Select one or more alerts of an open case first." + skipped
     c.store.save_reviews(reviews)
-    q.save_case_actions(c.store, actions)
+    _save(actions, actor)
     VERDICTS_RECORDED.labels(verdict).inc(len(reviews))
     closed = sum(a.action == "close" for a in actions)
     msg = (

@@ -576,9 +576,6 @@ def act(
         return f"Refused: {e}.", version or 0
     except Exception as e:
         return f"Could not record it: {e}", version or 0
-    hub, actor = ctx().hub, current_actor()
-    if hub is not None and ids:
-        hub.publish_change(ids, actor.name if actor else "")
     return msg, (version or 0) + 1
 
 

@@ -289,3 +289,18 @@ def test_metrics_count_verdicts_and_need_no_login(app_store: Store) -> None:
     assert status == 200, out
     assert str(out["cs-message.children"]).startswith("Recorded confirmed fraud on 1 alert")
     assert recorded() == before + 1
+
+
+def test_an_analysts_action_wakes_every_open_queue(store: Store) -> None:
+    """Live push of case changes: claiming a case tells the other open queues to reload."""
+    from dash_app import casework
+    from dash_app.live import AlertHub
+
+    known.load(store, duplicates=True)
+    hub = AlertHub()
+    set_context(AppContext(load_settings(), store, hub=hub))
+    other = hub.subscribe()
+    assert other is not None
+    msg = casework.claim([case_id_for("u2", 1)], datetime(2026, 3, 2, tzinfo=UTC))
+    assert "claimed 1 case" in msg
+    assert other.get_nowait() == b"case"
