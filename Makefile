@@ -20,8 +20,14 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --extra dev
 	touch $@
 
+# The demo needs only the runtime packages; --inexact keeps the dev extras if the tests
+# installed them (a plain sync would remove them, and the next `make test` reinstall).
+$(VENV)/.runtime: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --inexact
+	touch $@
+
 ## README command 1: the main job on the embedded default (no servers).
-demo: $(VENV)/.synced
+demo: $(VENV)/.runtime
 	$(VENV)/bin/fraud demo $(ARGS)
 
 ## Headless Chromium + chromedriver for the dashboard's browser tests (Debian packages).

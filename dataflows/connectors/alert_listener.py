@@ -67,7 +67,13 @@ def alert_listener(s: Settings) -> Listen | None:
             finally:
                 consumer.close()
 
-        threading.Thread(target=run, name="live-alerts", daemon=True).start()
-        return stop.set
+        thread = threading.Thread(target=run, name="live-alerts", daemon=True)
+        thread.start()
+
+        def stop_listening() -> None:
+            stop.set()
+            thread.join(2.0)  # closed before the caller stops the broker
+
+        return stop_listening
 
     return listen

@@ -72,8 +72,10 @@ def _generate(s: Settings, cfg: GeneratorConfig, speed: float, c: _Counters) -> 
         _thread.interrupt_main()
 
 
-def _watch(store: Store, c: _Counters, every_s: float, url: str) -> None:
-    """Status line plus produce->queryable lag of each new alert (polled every 0.25 s)."""
+def _watch(store: Store, c: _Counters, every_s: float, url: str, since: datetime) -> None:
+    """Status line plus produce->queryable lag of each new alert (polled every 0.25 s);
+    only alerts raised since this run started (a quick restart must not count the last
+    run's)."""
     seen: set[str] = set()
     last_print = t0 = time.monotonic()
     last_scored = 0
@@ -83,6 +85,8 @@ def _watch(store: Store, c: _Counters, every_s: float, url: str) -> None:
                 f"SELECT a.alert_id, t.ingested_at FROM {store.database}.alerts AS a"
                 f" INNER JOIN {store.database}.transactions AS t ON t.txn_id = a.txn_id"
                 " WHERE a.created_at > now64(3) - INTERVAL 30 SECOND"
+                " AND a.created_at >= {since:DateTime64(3, 'UTC')}",
+                parameters={"since": since},
             ).result_rows
         except Exception as e:  # the status line must never take the demo down
             log.debug("watch query failed: %s", e)
@@ -117,7 +121,11 @@ def _interrupted(e: BaseException | None) -> bool:
 def _serve(app: Any, host: str, port: int, c: _Counters) -> None:
     """Serve the dashboard; if it cannot (werkzeug exits its thread when the port was
     taken after the CLI's check), stop the demo rather than keep printing a dead URL."""
+    import flask.cli
+
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("dash.dash").setLevel(logging.WARNING)  # "Dash is running on ..."
+    flask.cli.show_server_banner = lambda *_a, **_k: None  # the demo prints the URL itself
     try:
         app.run(host=host, port=port, debug=False, use_reloader=False)
     except BaseException as e:
@@ -220,7 +228,10 @@ def run_demo(
             target=_generate, args=(s, cfg, speed, c), daemon=True, name="generator"
         ).start()
         threading.Thread(
-            target=_watch, args=(Store.from_settings(s), c, 2.0, url), daemon=True, name="status"
+            target=_watch,
+            args=(Store.from_settings(s), c, 2.0, url, datetime.now(UTC)),
+            daemon=True,
+            name="status",
         ).start()
         if seconds is not None:
             timer = threading.Timer(seconds, stop.set)
@@ -249,6 +260,12 @@ def run_demo(
         c.stop.set()
         if "api" in locals():
             api.should_exit = True
+        # The app's alert listener and the rules feed follow the broker: stop them first,
+        # or librdkafka prints a "connection refused" line per retry after it is gone.
+        if "app" in locals():
+            app.server.extensions.get("fraud_live_stop", lambda: None)()
+        if "feed" in locals():
+            feed.stop()
         if broker is not None:
             broker.stop()
     lags = sorted(c.lags)
