@@ -178,6 +178,28 @@ def layout(**_: Any) -> html.Div:
                 ],
                 className="filters",
             ),
+            html.Div(
+                [
+                    dcc.Store(id="al-views", storage_type="local", data={}),
+                    dcc.Dropdown(
+                        id="al-view",
+                        placeholder="saved views",
+                        options=[],
+                        style={"width": "14em"},
+                    ),
+                    dcc.Input(
+                        id="al-view-name",
+                        type="text",
+                        maxLength=60,
+                        placeholder="name these filters",
+                        style={"width": "14em"},
+                    ),
+                    html.Button("Save view", id="al-view-save"),
+                    html.Button("Delete view", id="al-view-delete"),
+                    html.Span(id="al-view-message", className="muted", role="status"),
+                ],
+                className="filters views",
+            ),
             html.Div(id="al-banner"),
             live_strip(c.hub is not None),
             html.Div(id="al-count", className="muted"),
@@ -386,6 +408,77 @@ FILTERS = (
     Input("al-assignee-filter", "value"),
     Input("al-search", "value"),
 )
+
+# --- saved views: named filter sets, kept in the analyst's browser --------------------
+
+MAX_VIEWS = 30
+
+
+def save_view(
+    views: dict[str, list[Any]] | None, name: str | None, values: list[Any]
+) -> tuple[dict[str, list[Any]], str]:
+    """``views`` with ``name`` set to the filter ``values`` (or unchanged, with why)."""
+    views = dict(views or {})
+    name = (name or "").strip()
+    if not name:
+        return views, "Name the view first."
+    if name not in views and len(views) >= MAX_VIEWS:
+        return views, f"At most {MAX_VIEWS} views: delete one first."
+    views[name] = list(values)
+    return views, f"Saved view “{name}”."
+
+
+SAVE_VIEW_IO = (
+    Output("al-views", "data"),
+    Output("al-view-message", "children"),
+    Input("al-view-save", "n_clicks"),
+    Input("al-view-delete", "n_clicks"),
+    State("al-view-name", "value"),
+    State("al-view", "value"),
+    State("al-views", "data"),
+    *[State(i.component_id, i.component_property) for i in FILTERS],
+)
+
+
+def on_save_view(
+    _save: Any,
+    _delete: Any,
+    name: str | None,
+    chosen: str | None,
+    views: dict[str, list[Any]] | None,
+    *values: Any,
+    trigger: str | None = None,
+) -> tuple[Any, str]:
+    """Save the current filters under a name, or delete the chosen view."""
+    trigger = trigger or callback_context.triggered_id
+    if trigger == "al-view-delete":
+        if not chosen or chosen not in (views or {}):
+            return no_update, "Choose a view to delete."
+        return {k: v for k, v in (views or {}).items() if k != chosen}, f"Deleted “{chosen}”."
+    return save_view(views, name, list(values))
+
+
+VIEW_OPTIONS_IO = (Output("al-view", "options"), Input("al-views", "data"))
+
+
+def view_options(views: dict[str, list[Any]] | None) -> list[str]:
+    return sorted(views or {})
+
+
+APPLY_VIEW_IO = (
+    *[Output(i.component_id, i.component_property, allow_duplicate=True) for i in FILTERS],
+    Input("al-view", "value"),
+    State("al-views", "data"),
+)
+
+
+def apply_view(name: str | None, views: dict[str, list[Any]] | None) -> tuple[Any, ...]:
+    """The chosen view's filters into the widgets (the grid reloads from them)."""
+    got = (views or {}).get(name or "")
+    if not isinstance(got, list) or len(got) != len(FILTERS):
+        return tuple(no_update for _ in FILTERS)
+    return tuple(got)
+
 
 PAGE_IO = (
     Output("al-grid", "getRowsResponse"),

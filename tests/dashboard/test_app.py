@@ -304,3 +304,22 @@ def test_an_analysts_action_wakes_every_open_queue(store: Store) -> None:
     msg = casework.claim([case_id_for("u2", 1)], datetime(2026, 3, 2, tzinfo=UTC))
     assert "claimed 1 case" in msg
     assert other.get_nowait() == b"case"
+
+
+def test_saved_views_name_apply_and_delete_filter_sets() -> None:
+    from dash import no_update
+
+    from dash_app.views import alerts as v
+
+    values = ["24 hours", ["block"], ["open"], "card_testing", 10, None, "ann", "u2"]
+    views, msg = v.save_view({}, "  ", values)
+    assert views == {} and msg == "Name the view first."
+    views, msg = v.save_view({}, "blocks to triage", values)
+    assert views == {"blocks to triage": values} and "Saved" in msg
+    assert v.view_options(views) == ["blocks to triage"]
+    assert v.apply_view("blocks to triage", views) == tuple(values)
+    assert all(x is no_update for x in v.apply_view("gone", views))
+    left, msg = v.on_save_view(1, None, "", "blocks to triage", views, trigger="al-view-delete")
+    assert left == {} and "Deleted" in msg
+    full = {f"v{i}": values for i in range(v.MAX_VIEWS)}
+    assert v.save_view(full, "one more", values)[1].startswith("At most")
