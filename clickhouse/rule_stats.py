@@ -22,8 +22,9 @@ import pandas as pd
 from clickhouse.backtest import LATEST_VERDICTS as _VERDICTS
 from clickhouse.queries import _TS, _df, _range, _rows
 from clickhouse.store import Store
+from schemas.transaction import TRANSACTION_SPECS
 
-__all__ = ["SAMPLE_COLUMNS", "latest_sample", "rule_stats", "txn_count"]
+__all__ = ["SAMPLE_COLUMNS", "TXN_FIELDS", "latest_sample", "rule_stats", "txn_count"]
 
 _CODES = "arrayMap(x -> x.code, {col})"
 
@@ -74,26 +75,9 @@ def txn_count(store: Store, start: datetime, end: datetime) -> int:
     return int(n)
 
 
-SAMPLE_COLUMNS = (
-    "txn_id",
-    "ts",
-    "user_id",
-    "card_id",
-    "merchant_id",
-    "merchant_category",
-    "amount",
-    "currency",
-    "lat",
-    "lon",
-    "country",
-    "channel",
-    "device_id",
-    "amount_usd",
-    "late",
-    "anomaly_raw",
-    "anomaly_score",
-    "features",
-)
+TXN_FIELDS = tuple(f.name for f in TRANSACTION_SPECS)
+"""The transaction's own fields, as the flow's rules see them (``t.<field>``)."""
+SAMPLE_COLUMNS = (*TXN_FIELDS, "amount_usd", "late", "anomaly_raw", "anomaly_score", "features")
 
 
 def latest_sample(store: Store) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from clickhouse import rules as store_rules
+from clickhouse.rule_stats import TXN_FIELDS
 from dash_app.auth import require
 from dash_app.context import ctx
 from schemas.rules import (
@@ -160,21 +161,6 @@ def check_edit(policy: Policy, rule: Rule) -> list[Problem]:
 # --- the preview on a stored row ----------------------------------------------------
 
 _CAST = {"int": lambda v: int(v), "float": float, "bool": bool, "str": str}
-_TXN_FIELDS = (
-    "txn_id",
-    "ts",
-    "user_id",
-    "card_id",
-    "merchant_id",
-    "merchant_category",
-    "amount",
-    "currency",
-    "lat",
-    "lon",
-    "country",
-    "channel",
-    "device_id",
-)
 
 
 def sample_inputs(row: dict[str, Any]) -> tuple[SimpleNamespace, SimpleNamespace, float, float]:
@@ -194,7 +180,7 @@ def sample_inputs(row: dict[str, Any]) -> tuple[SimpleNamespace, SimpleNamespace
         for name, feat in FEATURES.items()
         if feat.source == "f"
     }
-    t = SimpleNamespace(**{k: row.get(k) for k in _TXN_FIELDS})
+    t = SimpleNamespace(**{k: row.get(k) for k in TXN_FIELDS})
     return (
         SimpleNamespace(**f),
         t,
