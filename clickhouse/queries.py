@@ -572,6 +572,7 @@ SELECT c.case_id AS case_id, any(c.user_id) AS user_id, any(c.seq) AS seq,
        arraySort(groupUniqArray(c.card_id)) AS cards,
        arraySort(groupUniqArray(c.merchant_id)) AS merchants,
        groupArray(c.txn_id) AS txn_ids, groupArray(c.alert_id) AS alert_ids,
+       groupArray(c.card_id) AS card_ids,
        countIf(r.verdict IN ('confirmed_fraud', 'false_positive')) AS judged,
        any(s.assignee) AS assignee, any({CASE_STATUS_SQL}) AS status,
        any(s.closed_at) AS closed_at, any(s.is_closed) AS is_closed
@@ -691,8 +692,8 @@ def case_queue(
     (cases with a block first, then risk × amount at stake = max risk × total USD, then
     the oldest), then the case id.  Columns: case_id, user_id, seq, alerts, first_ts,
     last_ts, opened_at (when the case's first alert was first raised), max_risk,
-    total_usd, blocks, codes, cards, merchants, txn_ids, alert_ids (same order), judged,
-    assignee, status, closed_at, is_closed, priority."""
+    total_usd, blocks, codes, cards, merchants, txn_ids, alert_ids, card_ids (same order),
+    judged, assignee, status, closed_at, is_closed, priority."""
     return case_page(store, f, offset, limit, sort).rows
 
 

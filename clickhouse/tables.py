@@ -136,6 +136,7 @@ def review_row(r: Review) -> tuple[Any, ...]:
         r.alert_id,
         r.txn_id,
         r.user_id,
+        r.card_id,
         r.verdict,
         r.assignee,
         r.note,

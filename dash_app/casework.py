@@ -130,8 +130,12 @@ def give_verdict(
         if not targets:
             continue
         txns = dict(zip(members, case["txn_ids"], strict=True))
+        # The card travels with the verdict: the flow marks (confirmed fraud) or clears
+        # (false positive) it even when the transaction left the user's recent memory.
+        cards = dict(zip(members, case["card_ids"], strict=True))
         reviews += [
-            Review(a, txns[a], case["user_id"], verdict, actor.name, text, now) for a in targets
+            Review(a, txns[a], case["user_id"], verdict, actor.name, text, now, card_id=cards[a])
+            for a in targets
         ]
         ids = tuple(targets)
         act = _action(case, "verdict", actor, now, alert_ids=ids, verdict=verdict, note=text)

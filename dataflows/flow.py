@@ -12,6 +12,10 @@
 A duplicate txn_id of a user is answered with its first decision (a ``Replayed``, see
 :mod:`dataflows.detection.idempotency`): it reaches the decision sink only.
 
+With a ``labels`` source (the feedback topic), analysts' verdicts also go to the score
+step, keyed like their user's transactions, and mark or clear the reviewed card
+(:mod:`dataflows.detection.verdicts`); they produce no row.
+
 Users are grouped into ``shards`` keyed by a stable crc32 (Python's ``hash()`` differs
 per process, which would scatter a user's state across a cluster).  A shard owns its
 users' state and one anomaly model, so models spread over workers and the per-epoch
@@ -50,9 +54,10 @@ from dataflows.connectors.routing import Alignment
 from dataflows.connectors.rules_feed import policy_feed
 from dataflows.detection.idempotency import FinalDecisions, on_final
 from dataflows.detection.learner import DelayedLearner, on_learner_events
-from dataflows.detection.merchants import MerchantLabel, MerchantShard, on_events, parse_label
+from dataflows.detection.merchants import MerchantLabel, MerchantShard, on_events
 from dataflows.detection.policy import ActivePolicy, default_active
 from dataflows.detection.scoring import Shard, new_shard, score_batch
+from dataflows.detection.verdicts import CardVerdict, apply_verdict, parse_feedback
 from schemas.scored import Alert, DeadLetter, Decision, Replayed, ScoredTransaction
 from schemas.settings import Settings
 from schemas.transaction import DecodeError, Label, Transaction, decode_event
@@ -69,6 +74,7 @@ __all__ = [
     "stateful_step",
     "tune_gc",
     "utc_now",
+    "verdict_key_of",
 ]
 
 S = TypeVar("S")
@@ -287,8 +293,23 @@ def build_flow(
     snapshots = s.recovery_dir is not None
 
     in_force = policy if policy is not None else functools.partial(default_active, s)
+    label_stream = None
+    if labels is not None:
+        label_stream, verdicts = _feedback_input(flow, labels, clock, dlq_sink)
 
-    def score(shard: Shard, batch: list[Parsed]) -> list[ScoredTransaction | DeadLetter]:
+        def verdict_key(v: CardVerdict) -> str:
+            """The state key of the user's transactions (see :func:`verdict_key_of`)."""
+            return verdict_key_of(v.user_id, shards, align)
+
+        by_user = op.key_on("verdict_key", verdicts, verdict_key)
+        keyed = op.merge("score_in", keyed, by_user)
+    hold_ms = s.compromised_card_hours * 3_600_000.0
+
+    def score(shard: Shard, batch: list[Any]) -> list[ScoredTransaction | DeadLetter]:
+        if labels is not None and any(type(x) is CardVerdict for x in batch):
+            return _with_verdicts(
+                shard, batch, hold_ms, lambda b: score_batch(shard, b, s, clock(), in_force())
+            )
         return score_batch(shard, batch, s, clock(), in_force())
 
     outcome = stateful_step("score", keyed, lambda: new_shard(s), score, snapshots)
@@ -296,8 +317,8 @@ def build_flow(
     ok = op.branch("scored_ok", outcome, lambda x: isinstance(x, ScoredTransaction))
     _dead("score_dlq", ok.falses, dlq_sink)
     scored: Stream[ScoredTransaction] = ok.trues
-    if labels is not None:
-        scored = _feedback_steps(flow, s, scored, labels, clock, dlq_sink, in_force)
+    if label_stream is not None:
+        scored = _feedback_steps(flow, s, scored, label_stream, in_force)
         keyed_final = op.key_on("final_shard", scored, lambda x: shard_of(x.txn.user_id, shards))
         scored = stateful_step("final", keyed_final, FinalDecisions, on_final, snapshots)
     if decision_sink is not None:
@@ -310,22 +331,64 @@ def build_flow(
     return flow
 
 
+def verdict_key_of(user_id: str, shards: int, align: Alignment | None) -> str:
+    """The state key ``user_id``'s transactions are scored under: its crc32 shard, or
+    aligned, the key of the partition producers put the user's messages in."""
+    key = align.key_of_user(user_id) if align is not None else None
+    return key or shard_of(user_id, shards)
+
+
+def _with_verdicts(
+    shard: Shard,
+    batch: list[Any],
+    hold_ms: float,
+    score: Callable[[list[Any]], list[ScoredTransaction | DeadLetter]],
+) -> list[ScoredTransaction | DeadLetter]:
+    """Score ``batch``'s transactions and apply its verdicts, in arrival order (runs of
+    transactions are scored together; a verdict gives no output, only a count, and a
+    verdict that fails is counted ``failed`` and skipped, like a scoring fault)."""
+    out: list[ScoredTransaction | DeadLetter] = []
+    run: list[Any] = []
+    for x in batch:
+        if type(x) is not CardVerdict:
+            run.append(x)
+            continue
+        if run:
+            out += score(run)
+            run = []
+        try:
+            outcome = apply_verdict(shard.users, x, hold_ms)
+        except Exception:  # a bug must not stop the flow (and again on every restart)
+            outcome = "failed"
+        metrics.CARD_VERDICTS.labels(outcome).inc()
+    if run:
+        out += score(run)
+    return out
+
+
+def _feedback_input(
+    flow: Dataflow, labels: Source[Any], clock: Callable[[], datetime], dlq_sink: DlqSinks
+) -> tuple[Stream[MerchantLabel], Stream[CardVerdict]]:
+    """The feedback source decoded once: labels for merchant risk and the learner (as
+    before), card verdicts for the score step; malformed messages to the dead letters."""
+    raw = op.input("labels", flow, labels)
+    decoded = op.flat_map("labels_parse", raw, lambda x: parse_feedback(x, clock))
+    valid = op.branch("labels_valid", decoded, lambda x: not isinstance(x, DeadLetter))
+    _dead("labels_dlq", valid.falses, dlq_sink)
+    kind = op.branch("labels_kind", valid.trues, lambda x: isinstance(x, MerchantLabel))
+    return kind.trues, kind.falses
+
+
 def _feedback_steps(
     flow: Dataflow,
     s: Settings,
     scored: Stream[ScoredTransaction],
-    labels: Source[Any],
-    clock: Callable[[], datetime],
-    dlq_sink: DlqSinks,
+    labels: Stream[MerchantLabel],
     in_force: Callable[[], ActivePolicy],
 ) -> Stream[ScoredTransaction]:
     """Merge confirmed-fraud labels with scored transactions by merchant and rescore;
     then, unless ``learner_weight`` is 0, the supervised learner over the whole stream."""
-    raw = op.input("labels", flow, labels)
-    decoded = op.filter_map("labels_parse", raw, lambda x: parse_label(x, clock))
-    parsed = op.branch("labels_valid", decoded, lambda x: isinstance(x, MerchantLabel))
-    _dead("labels_dlq", parsed.falses, dlq_sink)
-    both = op.merge("merchant_in", scored, parsed.trues)
+    both = op.merge("merchant_in", scored, labels)
     shards = s.shards
 
     def merchant_of(x: Any) -> str:
@@ -342,7 +405,7 @@ def _feedback_steps(
     if s.learner_weight <= 0:
         return enriched
     # One supervised model for the whole stream (see dataflows.detection.learner).
-    both = op.merge("learner_in", enriched, parsed.trues)
+    both = op.merge("learner_in", enriched, labels)
     keyed = op.key_on("learner_key", both, lambda _: "learner")
     delay_ms = s.label_delay_days * DAY_MS
     retrain_ms = s.learner_retrain_days * DAY_MS

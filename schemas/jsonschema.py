@@ -20,6 +20,7 @@ from schemas.scored import (
     DECISION_SPECS,
     DECISION_VERSION,
     REVIEW_SPECS,
+    REVIEW_V1_SPECS,
     REVIEW_VERSION,
 )
 from schemas.transaction import (
@@ -56,6 +57,7 @@ def all_schemas() -> dict[str, dict[str, Any]]:
         "alert-v1.json": json_schema_for("Alert", 1, ALERT_V1_SPECS),
         "alert-v2.json": json_schema_for("Alert", 2, ALERT_V2_SPECS),
         f"alert-v{ALERT_VERSION}.json": json_schema_for("Alert", ALERT_VERSION, ALERT_SPECS),
+        "review-v1.json": json_schema_for("Review", 1, REVIEW_V1_SPECS),
         f"review-v{REVIEW_VERSION}.json": json_schema_for("Review", REVIEW_VERSION, REVIEW_SPECS),
         f"decision-v{DECISION_VERSION}.json": json_schema_for(
             "Decision", DECISION_VERSION, DECISION_SPECS

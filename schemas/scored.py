@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from schemas.fields import FieldSpec, compact_pickle, location_required_v1
+from schemas.fields import MAX_ID_LEN, FieldSpec, compact_pickle, location_required_v1
 from schemas.transaction import (
     CHANNELS,
     DecodeError,
@@ -34,6 +34,7 @@ __all__ = [
     "DECISION_SPECS",
     "DECISION_VERSION",
     "REVIEW_SPECS",
+    "REVIEW_V1_SPECS",
     "REVIEW_VERSION",
     "SCORED_SPECS",
     "VERDICTS",
@@ -60,7 +61,9 @@ ALERT_VERSION = 3
 """Alert v3: v2 plus ``policy_version``, the rule policy that raised it.  v2 (``lat``/
 ``lon`` may be null) and v1 stay published in ``schemas/json``; this code reads all
 three."""
-REVIEW_VERSION = 1
+REVIEW_VERSION = 2
+"""Review v2: v1 plus the optional ``card_id`` of the reviewed transaction, so a verdict
+marks (or clears) that card in the flow's state.  v1 stays published; this code reads both."""
 _ALERT_NS = uuid.UUID("6f1c1b8e-5d4a-4c1e-9a51-2f3b9f0e7a11")
 """Namespace of alert ids: uuid5(namespace, txn_id) is stable across replays."""
 
@@ -453,6 +456,13 @@ REVIEW_SPECS: tuple[FieldSpec, ...] = (
     FieldSpec("alert_id", "id", "String", "The reviewed alert."),
     FieldSpec("txn_id", "id", "String", "Its transaction."),
     FieldSpec("user_id", "id", "String", "Account holder (the Kafka key)."),
+    FieldSpec(
+        "card_id",
+        "id",
+        "Nullable(String)",
+        "The transaction's card; v2, optional (the flow then looks it up by txn_id).",
+        required=False,
+    ),
     FieldSpec("verdict", "enum", "LowCardinality(String)", "Analyst verdict.", choices=VERDICTS),
     FieldSpec("assignee", "str", "LowCardinality(String)", "Analyst who owns the alert."),
     FieldSpec("note", "str", "Nullable(String)", "Free text.", required=False, max_len=2000),
@@ -461,6 +471,12 @@ REVIEW_SPECS: tuple[FieldSpec, ...] = (
         "schema_version", "int", "UInt8", "Contract version.", extra_json={"const": REVIEW_VERSION}
     ),
 )
+REVIEW_V1_SPECS = tuple(
+    replace(s, extra_json={"const": 1}) if s.name == "schema_version" else s
+    for s in REVIEW_SPECS
+    if s.name != "card_id"
+)
+"""Review v1 (no ``card_id``): the published ``review-v1.json``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,10 +491,16 @@ class Review:
     note: str | None
     reviewed_at: datetime
     schema_version: int = REVIEW_VERSION
+    card_id: str | None = None
+    """Last, with a default: v1 code building a Review positionally keeps working."""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict={self.verdict!r} not one of {VERDICTS}")
+        if self.card_id is not None and (
+            not isinstance(self.card_id, str) or not 0 < len(self.card_id) <= MAX_ID_LEN
+        ):
+            raise ValueError(f"card_id={self.card_id!r} must be 1-{MAX_ID_LEN} characters or null")
         if not self.assignee or len(self.assignee) > 64:
             raise ValueError("assignee must be 1-64 characters")
         if self.reviewed_at.tzinfo is None:
@@ -491,6 +513,7 @@ def encode_review(r: Review) -> bytes:
             "alert_id": r.alert_id,
             "txn_id": r.txn_id,
             "user_id": r.user_id,
+            **({"card_id": r.card_id} if r.card_id is not None else {}),
             "verdict": r.verdict,
             "assignee": r.assignee,
             "note": r.note,
@@ -501,8 +524,9 @@ def encode_review(r: Review) -> bytes:
 
 
 def decode_review(raw: bytes) -> Review:
+    """Parse Review v1 or v2 JSON; raises ValueError (or KeyError, TypeError)."""
     d = orjson.loads(raw)
-    if d.get("schema_version") != REVIEW_VERSION:
+    if d.get("schema_version") not in (1, REVIEW_VERSION):
         raise ValueError(f"unsupported review schema_version {d.get('schema_version')!r}")
     return Review(**{**d, "reviewed_at": datetime.fromisoformat(d["reviewed_at"])})
 

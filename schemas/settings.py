@@ -265,7 +265,8 @@ class Settings(BaseSettings):
         72.0,
         ge=0,
         le=8760,
-        description="A card the rules blocked stays at risk this long (0 = off).",
+        description="A card the rules blocked or an analyst confirmed as fraud stays at risk "
+        "this long (0 = off; a false-positive verdict clears it).",
     )
     compromised_card_usd: float = Field(
         10.0,

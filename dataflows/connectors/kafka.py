@@ -498,7 +498,10 @@ def feedback_publisher(s: Settings) -> Callable[[list[Review]], None] | None:
                 s.topic_feedback,
                 key=r.user_id.encode(),
                 value=encode_review(r),
-                headers={"schema-version": b"1", "content-type": b"application/json"},
+                headers={
+                    "schema-version": str(r.schema_version).encode(),
+                    "content-type": b"application/json",
+                },
             )
         left = producer.flush(5.0)
         if left:

@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 __all__ = [
+    "CARD_VERDICTS",
     "CONSUMER_LAG",
     "DEAD_LETTERS",
     "DECISIONS",
@@ -86,6 +87,12 @@ POLICY_REJECTED = Counter(
     "fraud_policy_rejected",
     "Messages on the rules topic ignored: not a policy, not compilable, or an older version.",
     ["reason"],
+)
+CARD_VERDICTS = Counter(
+    "fraud_card_verdicts",
+    "Analysts' verdicts applied to the compromised-card state, by outcome: marked, cleared, "
+    "or ignored (unknown_user, unknown_card: the card could not be resolved).",
+    ["outcome"],
 )
 SNAPSHOT_TIME = Gauge(
     "fraud_recovery_snapshot_timestamp_seconds",

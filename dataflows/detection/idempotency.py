@@ -30,6 +30,7 @@ __all__ = [
     "MAX_SEEN",
     "Compact",
     "FinalDecisions",
+    "card_of",
     "compact",
     "on_final",
     "replay_of",
@@ -41,20 +42,35 @@ FINAL_MEMORY = 4096
 """Final decisions remembered per shard by :class:`FinalDecisions` (feedback flow only):
 retries come within seconds, and an older replay falls back to the score step's record."""
 
-Compact = tuple[float, str, float, tuple[Reason, ...], str, datetime]
-"""(event time ms, decision, risk, reasons, model_version, processed_at) of a first
-decision: references to objects the scored transaction holds anyway, ~100 B each."""
+Compact = tuple[float, str, float, tuple[Reason, ...], str, datetime, str]
+"""(event time ms, decision, risk, reasons, model_version, processed_at, card_id) of a
+first decision: references to objects the scored transaction holds anyway, ~100 B each.
+The card lets an analyst's verdict on the transaction find its card
+(:mod:`dataflows.detection.verdicts`); snapshots from before it hold 6-tuples."""
 
 
 def compact(ts_ms: float, s: ScoredTransaction) -> Compact:
-    return (ts_ms, s.decision, s.risk_score, s.reasons, s.model_version, s.processed_at)
+    return (
+        ts_ms,
+        s.decision,
+        s.risk_score,
+        s.reasons,
+        s.model_version,
+        s.processed_at,
+        s.txn.card_id,
+    )
+
+
+def card_of(first: Compact) -> str | None:
+    """The card of a remembered transaction (None in a record from an older snapshot)."""
+    return first[6] if len(first) > 6 else None
 
 
 def replay_of(
     txn: Transaction, label: Label | None, ingested_at: datetime | None, first: Compact
 ) -> Replayed:
     """The duplicate ``txn`` answered with its first decision (no features: not scored)."""
-    _, decision, risk, reasons, version, processed_at = first
+    decision, risk, reasons, version, processed_at = first[1:6]
     return Replayed(
         txn, label, {}, 0.0, 0.0, reasons, risk, decision, version, processed_at, False, ingested_at
     )

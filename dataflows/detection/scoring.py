@@ -256,6 +256,8 @@ def _maybe_evict(shard: Shard, ts_ms: float, s: Settings) -> None:
         return
     shard.next_evict = shard.max_ts + HOUR_MS
     cutoff = shard.max_ts - s.user_ttl_days * float(DAY_MS)
-    idle = [u for u, st in shard.users.items() if st.last_ts < cutoff]
+    idle = [
+        u for u, st in shard.users.items() if st.last_ts < cutoff and st.last_mark_ms() < cutoff
+    ]
     for u in idle:
         del shard.users[u]

@@ -17,7 +17,11 @@ One :class:`UserState` per user holds, in bounded memory:
   card was used far away (the last location seen was then the fraudster's);
 * its compromised cards (``compromised``: at most :data:`MAX_COMPROMISED` of
   ``(card_id, first block ms, last block ms)``): a card the rules blocked stays at risk
-  for a while, so a cash-out long after a card-testing burst is still caught.
+  for a while, so a cash-out long after a card-testing burst is still caught; an
+  analyst's confirmed-fraud verdict marks a card too, a false-positive verdict clears it
+  (``cleared``: at most :data:`MAX_COMPROMISED` of ``(card_id, cleared through ms)``, so
+  a block at or before the verdict cannot mark the card again, even replayed after it:
+  see :mod:`dataflows.detection.verdicts`).
 
 Velocity windows do not depend on arrival order within the lateness bound: an event's
 window spans ``(t - span, newest seen]``, so an event that arrives after later-stamped
@@ -95,6 +99,7 @@ class UserState:
     """Mutable per-user state; see the module docstring. Picklable, no external refs."""
 
     __slots__ = (
+        "cleared",
         "compromised",
         "countries",
         "devices",
@@ -120,6 +125,7 @@ class UserState:
         self.seen: dict[str, Compact] = {}
         self.places: list[float] = []  # [lat, lon, weight] * up to MAX_PLACES
         self.compromised: tuple[tuple[str, float, float], ...] = ()
+        self.cleared: tuple[tuple[str, float], ...] = ()
 
     def __getstate__(self) -> tuple:
         return (
@@ -134,6 +140,7 @@ class UserState:
             self.seen,
             self.places,
             self.compromised,
+            self.cleared,
         )
 
     def __setstate__(self, s: tuple) -> None:
@@ -141,6 +148,8 @@ class UserState:
             s = (*s, {})
         if len(s) == 9:  # before ``places`` and ``compromised``
             s = (*s, [], ())
+        if len(s) == 11:  # before analysts' verdicts could clear a card
+            s = (*s, ())
         (
             self.events,
             self.n,
@@ -153,6 +162,7 @@ class UserState:
             self.seen,
             self.places,
             self.compromised,
+            self.cleared,
         ) = s
 
     def __eq__(self, other: object) -> bool:
@@ -160,7 +170,7 @@ class UserState:
 
     def checkpoint(self) -> tuple:
         """A copy to :meth:`restore` if an event fails half-way (arrays copied)."""
-        ev, n, mean, m2, hours, countries, devices, last_ts, seen, places, comp = (
+        ev, n, mean, m2, hours, countries, devices, last_ts, seen, places, comp, cleared = (
             self.__getstate__()
         )
         return (
@@ -175,6 +185,7 @@ class UserState:
             dict(seen),
             places[:],
             comp,
+            cleared,
         )
 
     def restore(self, checkpoint: tuple) -> None:
@@ -278,6 +289,16 @@ class UserState:
                 return first < ts_ms <= last + hold_ms
         return False
 
+    def last_mark_ms(self) -> float:
+        """Event time of the latest compromise or clearance kept (-inf if none): a user
+        known so far only from an analyst's verdict is not idle before it."""
+        last = -math.inf
+        for c in self.compromised:
+            last = max(last, c[2])
+        for c in self.cleared:
+            last = max(last, c[1])
+        return last
+
     def hour_share(self, hour: int) -> float:
         total = sum(self.hours)
         return self.hours[hour] / total if total else 0.0
@@ -324,8 +345,12 @@ class UserState:
                 p[i] *= 0.5
 
     def compromise(self, card_id: str, ts_ms: float, hold_ms: float) -> None:
-        """Mark ``card_id`` at risk from a block at ``ts_ms``; forget cards whose risk
-        ended, and past :data:`MAX_COMPROMISED` the one blocked longest ago."""
+        """Mark ``card_id`` at risk from a block at ``ts_ms`` (unless an analyst cleared
+        the card at or after it); forget cards whose risk ended, and past
+        :data:`MAX_COMPROMISED` the one blocked longest ago."""
+        for card, through in self.cleared:
+            if card == card_id and ts_ms <= through:
+                return
         first, last = ts_ms, ts_ms
         keep = []
         for c in self.compromised:
@@ -336,6 +361,32 @@ class UserState:
         keep.append((card_id, first, last))
         keep.sort(key=lambda c: -c[2])
         self.compromised = tuple(keep[:MAX_COMPROMISED])
+
+    def confirm(self, card_id: str, at_ms: float, hold_ms: float) -> None:
+        """An analyst confirmed fraud on ``card_id`` at ``at_ms``: at risk from then on
+        (for ``hold_ms``), whatever an earlier false positive had cleared."""
+        self.cleared = tuple(c for c in self.cleared if c[0] != card_id)
+        self.compromise(card_id, at_ms, hold_ms)
+
+    def clear(self, card_id: str, through_ms: float) -> None:
+        """An analyst found ``card_id``'s alerts false positives at ``through_ms``: its
+        blocks up to then stop counting, and one processed again later (a replay after a
+        restart) cannot mark it again.  A block after ``through_ms`` still counts.
+
+        Marks are kept while a block they cover can still arrive on time (a day past
+        them: the lateness bound is at most a day), at most :data:`MAX_COMPROMISED`."""
+        keep = []
+        for c in self.compromised:
+            if c[0] != card_id:
+                keep.append(c)
+            elif c[2] > through_ms:  # blocked again after the verdict: that block stays
+                keep.append((card_id, max(c[1], through_ms), c[2]))
+        self.compromised = tuple(keep)
+        marks = dict(self.cleared)
+        marks[card_id] = max(marks.get(card_id, through_ms), through_ms)
+        horizon = self.last_ts - DAY_MS
+        live = sorted(((c, t) for c, t in marks.items() if t >= horizon), key=lambda c: -c[1])
+        self.cleared = tuple(live[:MAX_COMPROMISED])
 
     def insert(self, ts_ms: float, usd: float, lat: float, lon: float, horizon_ms: float) -> None:
         """Insert an event in time order and drop what fell out of the horizon/cap."""

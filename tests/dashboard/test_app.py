@@ -179,6 +179,12 @@ def test_case_verdict_records_reviews_closes_the_case_and_the_queue_updates(
     df = q.latest_alerts(app_store, q.AlertFilter(T0, T0 + timedelta(hours=2), user_id="u2"))
     assert set(df.status) == {"false_positive"} and set(df.assignee) == {"local"}
     assert set(df.note) == {"card reissued"}
+    # Each verdict carries its transaction's card (Review v2): the flow clears that card.
+    cards = app_store.client.query(
+        f"SELECT txn_id, card_id FROM {app_store.database}.alert_reviews FINAL"
+        " WHERE user_id = 'u2' AND assignee = 'local' ORDER BY txn_id"
+    ).result_rows
+    assert cards == [("t3", "c-u2"), ("t4", "c-u2")]
     history = case_view.case_data(cid)["history"]
     assert [(h["actor"], h["action"], h["detail"]) for h in history] == [
         ("local", "verdict", "false_positive"),

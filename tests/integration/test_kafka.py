@@ -182,5 +182,5 @@ def test_dashboard_verdicts_are_published_to_the_feedback_topic(kafka_settings: 
     got = consume_all(kafka_settings.brokers, kafka_settings.topic_feedback, 1)
     assert [decode_review(m.value()) for m in got] == reviews
     assert [m.key() for m in got] == [r.user_id.encode() for r in reviews]
-    assert dict(got[0].headers())["schema-version"] == b"1"
+    assert dict(got[0].headers())["schema-version"] == b"2"  # Review v2
     assert feedback_publisher(kafka_settings.model_copy(update={"brokers": ""})) is None

@@ -156,6 +156,23 @@ def test_review_roundtrip_and_validation() -> None:
         Review("a1", "t1", "alice", "maybe", "ann", None, datetime(2026, 3, 2, tzinfo=UTC))
 
 
+def test_review_v2_carries_the_card_and_v1_still_decodes() -> None:
+    at = datetime(2026, 3, 2, tzinfo=UTC)
+    r = Review("a1", "t1", "alice", "false_positive", "ann", None, at, card_id="c9")
+    raw = encode_review(r)
+    assert orjson.loads(raw)["schema_version"] == 2 and decode_review(raw) == r
+    doc = json.loads((SCHEMA_DIR / "review-v2.json").read_text())
+    assert set(orjson.loads(raw)) == set(doc["properties"])
+    assert "card_id" not in doc["required"]
+    v1 = orjson.loads(raw)
+    del v1["card_id"]
+    v1["schema_version"] = 1
+    old = decode_review(orjson.dumps(v1))
+    assert (old.card_id, old.schema_version, old.txn_id) == (None, 1, "t1")
+    with pytest.raises(ValueError, match="card_id"):
+        Review("a1", "t1", "alice", "false_positive", "ann", None, at, card_id="")
+
+
 def test_json_schema_files_match_models() -> None:
     assert write_schemas(check=True) == [], "run `fraud schemas` and commit schemas/json"
 
@@ -169,6 +186,7 @@ CONTRACT_SHA256 = {
     "transaction-v1.json": "7c4a39f62eb940056bb815854b568e86b0c136961055f69d39e28c0dd8c887a8",
     "transaction-v2.json": "3030d3e08be23197780566a4cc179e812d95b2ebcbd05e91ba51c1125f89a5b8",
     "review-v1.json": "e6c78df4aec12e6669838bd7706f1025d29ee6b05fa64853034c7905ff166ad5",
+    "review-v2.json": "ebd21c2cf4409d38f30b650db68b56b62d780f4d4ba9cb6162769411a5b1a6e1",
     "decision-v1.json": "da9f28851918bfbd9bb6669a9d78c49780f8de30150afbac750477764ca378ab",
 }
 
