@@ -408,6 +408,22 @@ def decide_columns(
 Cache = dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]]
 
 
+CAL_WEIGHT = "cal_weight"
+"""The stored weight of a row's calibrated hits (:mod:`dataflows.detection.rarity`).  A
+candidate changing which calibrated rules fire is weighed with the live pattern's weight
+(a backtest through the flow recomputes it)."""
+
+
+def weighed(contrib: np.ndarray, hit: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``round(c * w, 4)`` on the hit rows, with Python's rounding (numpy's ``round``
+    differs in the last bit on some ties): the flow's arithmetic exactly."""
+    out = np.zeros_like(contrib)
+    idx = np.flatnonzero(hit)
+    prod = (contrib[idx] * np.broadcast_to(w, contrib.shape)[idx]).tolist()
+    out[idx] = [round(v, 4) for v in prod]
+    return out
+
+
 def evaluate_policy(
     policy: Policy,
     cols: Mapping[str, np.ndarray],
@@ -434,6 +450,8 @@ def evaluate_policy(
         hit, contrib = got
         hits[r.id] = hit
         if r.status == "live":
+            if r.calibrate:  # weighed as the flow weighed this row's calibrated hits
+                contrib = weighed(contrib, hit, cols[CAL_WEIGHT])
             live.append(contrib)
             if r.effect != "score":
                 forced[r.effect] = forced.get(r.effect, np.zeros(n, dtype=bool)) | hit
@@ -451,9 +469,11 @@ def _names(text: str) -> set[str]:
 
 
 def features_read(rule: Rule) -> set[str]:
-    """The features ``rule``'s guard and cases read (its detail text is not evaluated)."""
+    """The features ``rule``'s guard and cases read (its detail text is not evaluated),
+    and a calibrated rule the stored weight of its hits."""
     texts = [rule.when, *(t for c in rule.cases for t in (c.when, c.contribution))]
-    return set().union(*(_names(t) for t in texts)) & FEATURES.keys()
+    read = set().union(*(_names(t) for t in texts)) & FEATURES.keys()
+    return read | {CAL_WEIGHT} if rule.calibrate else read
 
 
 def _needed(policies: Sequence[Policy]) -> list[str]:

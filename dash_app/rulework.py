@@ -79,7 +79,7 @@ def policy_label(p: Policy) -> str:
 # --- the editor's fields --------------------------------------------------------------
 
 
-def rule_to_form(r: Rule) -> dict[str, str]:
+def rule_to_form(r: Rule) -> dict[str, Any]:
     """The editor's field values for ``r`` (cases as indented JSON, ``when: True``
     left out)."""
     cases = [
@@ -98,6 +98,7 @@ def rule_to_form(r: Rule) -> dict[str, str]:
         "status": r.status,
         "when": r.when,
         "cases": json_cases(cases),
+        "calibrate": ["on"] if r.calibrate else [],
     }
 
 
@@ -127,6 +128,7 @@ def rule_from_form(
         "status": form.get("status") or "draft",
         "when": str(form.get("when") or "").strip() or "True",
         "cases": cases,
+        "calibrate": bool(form.get("calibrate")),
     }
     try:
         rule = policy_from_dict({"version": 0, "rules": [d]}).rules[0]

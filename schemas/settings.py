@@ -246,6 +246,33 @@ class Settings(BaseSettings):
         0.95, ge=0, lt=1, description="Percentile below which the anomaly adds nothing."
     )
 
+    # --- Label-free calibration (dataflows.detection.rarity) -----------------------
+    rarity_half_life: int = Field(
+        10_000,
+        ge=100,
+        le=10_000_000,
+        description="Events per shard after which a value weighs half in 'recent traffic'.",
+    )
+    calibration_share: float = Field(
+        0.003,
+        gt=0,
+        lt=1,
+        description="A calibrated rule firing on at most this share of recent traffic keeps "
+        "its full strength; above it the strength falls with the log of its hit rate.",
+    )
+    rare_amount_share: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="An amount rarer than this share of recent traffic starts to count.",
+    )
+    rare_amount_weight: float = Field(
+        0.45,
+        ge=0,
+        le=1,
+        description="Contribution of an amount 100 x rarer than rare_amount_share.",
+    )
+
     # --- Decisions -----------------------------------------------------------------
     review_threshold: float = Field(0.5, gt=0, le=1)
     block_threshold: float = Field(0.8, gt=0, le=1)
@@ -367,7 +394,7 @@ class Settings(BaseSettings):
     @property
     def model_version(self) -> str:
         """Identifies the scoring configuration on every row and alert."""
-        return f"rules-v2+hst-t{self.hst_trees}h{self.hst_height}w{self.hst_window}s{self.hst_seed}"
+        return f"rules-v3+hst-t{self.hst_trees}h{self.hst_height}w{self.hst_window}s{self.hst_seed}"
 
     def safe_dict(self) -> dict[str, Any]:
         """Settings for display (``fraud settings``), masked like a refusal."""

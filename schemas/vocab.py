@@ -29,6 +29,7 @@ RULE_CODES = (
     "velocity",
     "high_amount",
     "amount_zscore",
+    "rare_amount",
     "new_country",
     "new_device",
     "unusual_hour",

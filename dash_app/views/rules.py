@@ -69,7 +69,7 @@ HISTORY_COLUMNS: list[dict[str, Any]] = [
     {"headerName": "note", "field": "note", "flex": 1, "tooltipField": "note"},
 ]
 
-FORM = ("id", "name", "description", "effect", "status", "when", "cases")
+FORM = ("id", "name", "description", "effect", "status", "when", "cases", "calibrate")
 """The editor's fields, in the order callbacks receive them."""
 FORM_IDS = tuple(f"rl-{f}" for f in FORM)
 BUTTONS = {
@@ -130,6 +130,17 @@ def _editor() -> html.Div:
                 className="editor-row",
             ),
             _field("when (guard)", dcc.Input(id="rl-when", type="text", style=wide)),
+            dcc.Checklist(
+                id="rl-calibrate",
+                options=[
+                    {
+                        "label": " calibrate: weigh hits by how rare their signal pattern is "
+                        "in recent traffic (for signals weak alone)",
+                        "value": "on",
+                    }
+                ],
+                value=[],
+            ),
             _field(
                 "description",
                 dcc.Textarea(id="rl-description", style={**wide, "height": "3em"}),

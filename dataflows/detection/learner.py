@@ -61,10 +61,12 @@ __all__ = [
     "on_learner_events",
 ]
 
-RULE_INPUTS = (*(c for c in RULE_CODES if c != "compromised_card"), "compromised_merchant")
-"""Rules whose contribution is a model input (``rule_<code>``, 0 when it did not fire).
-``compromised_card`` (a rules-v2 addition) is left out so the input vector, and with it
-``lr-v2`` snapshots, stay as they were; the risk-so-far input carries its evidence."""
+LATER_RULES = ("compromised_card", "rare_amount")
+"""Rules added after ``lr-v2`` (rules-v2 and rules-v3): left out of the inputs so the
+input vector, and with it ``lr-v2`` snapshots and the booster's stored history, stay as
+they were; the risk-so-far input carries their evidence."""
+RULE_INPUTS = (*(c for c in RULE_CODES if c not in LATER_RULES), "compromised_merchant")
+"""Rules whose contribution is a model input (``rule_<code>``, 0 when it did not fire)."""
 LEARNER_FEATURES = (
     "amount_usd",
     "log_amount",

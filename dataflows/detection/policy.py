@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from dataflows.detection.rarity import Pattern, PatternRates
 from schemas.rules import CompiledRule, Policy, PolicyError, compile_rule, default_policy
 from schemas.scored import Reason
 from schemas.settings import Settings
@@ -23,6 +24,7 @@ __all__ = [
     "ActivePolicy",
     "activate",
     "blocks_alone",
+    "calibrate",
     "compiled_version",
     "decide",
     "default_active",
@@ -48,6 +50,8 @@ class ActivePolicy:
     forced: dict[str, str]
     no_renew: frozenset[str]
     policy: Policy
+    calibrated: frozenset[str] = frozenset()
+    """Live rules whose hits are weighed by their recent hit rate."""
 
 
 _RECENT: dict[int, ActivePolicy] = {}
@@ -92,6 +96,7 @@ def activate(p: Policy) -> ActivePolicy:
         {c.rule.id: c.rule.effect for c in live if c.rule.effect != "score"},
         frozenset(c.rule.id for c in live if not c.renews),
         p,
+        frozenset(c.rule.id for c in live if c.rule.calibrate),
     )
     if p.version:  # published versions are unique; v0 differs with the settings
         _RECENT[p.version] = active
@@ -128,10 +133,31 @@ def run_rules(
             out.append(r)
 
 
+def calibrate(
+    reasons: list[Reason], p: ActivePolicy, rates: PatternRates, share: float
+) -> tuple[list[Reason], Pattern, float]:
+    """Weigh the hits of ``p``'s calibrated rules by how often they fire *together* in
+    recent traffic (:meth:`PatternRates.weight`); the detail of each weighed hit says by
+    how much and why.  Returns the weighed reasons, the event's pattern (for the caller
+    to count once the event is through: :meth:`PatternRates.count`) and the weight."""
+    cal_ids = p.calibrated
+    pattern = tuple(sorted(r.code for r in reasons if r.code in cal_ids)) if cal_ids else ()
+    w, rate = rates.weight(pattern, share)
+    if w >= 1.0:
+        return reasons, pattern, 1.0
+    note = f" (weight {w:.2f}: {' + '.join(pattern)} on {rate:.1%} of recent traffic)"
+    weighed = [
+        Reason(r.code, r.detail + note, round(r.contribution * w, 4)) if r.code in cal_ids else r
+        for r in reasons
+    ]
+    return weighed, pattern, w
+
+
 def blocks_alone(reasons: list[Reason], p: ActivePolicy) -> bool:
     """Do the first-pass hits block?  That evidence compromises the card.  Hits of rules
     that read ``card_compromised`` are left out, so one false block cannot renew itself
-    on every later charge; a live ``block``-effect hit blocks whatever its strength."""
+    on every later charge; a live ``block``-effect hit blocks whatever its strength.
+    Calibrated hits count with their first-pass weight (see :func:`calibrate`)."""
     keep = 1.0
     for r in reasons:
         if r.code in p.no_renew:

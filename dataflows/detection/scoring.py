@@ -17,10 +17,12 @@ from dataflows.detection.idempotency import compact, replay_of
 from dataflows.detection.policy import (
     ActivePolicy,
     blocks_alone,
+    calibrate,
     decide,
     default_active,
     run_rules,
 )
+from dataflows.detection.rarity import Calibrator
 from dataflows.detection.state import Features, UserState, observe, settle
 from schemas.scored import DeadLetter, Reason, ScoredTransaction
 from schemas.settings import Settings
@@ -64,6 +66,9 @@ class Shard:
     model: ShardModel
     max_ts: float = 0.0
     next_evict: float = 0.0
+    cal: Calibrator | None = None
+    """Recent traffic's amounts and calibrated rules' hit rates (made on first use: a
+    snapshot from before calibration restores without it)."""
 
 
 def new_shard(s: Settings) -> Shard:
@@ -110,6 +115,11 @@ def score_batch(
     """
     p = default_active(s) if policy is None else policy
     early, late = p.early, p.late
+    cal = getattr(shard, "cal", None)
+    if cal is None:
+        cal = shard.cal = Calibrator(s.rarity_half_life)
+    cal_before = cal.copy()
+    share, min_history = s.calibration_share, s.min_history
     lateness_ms, small = s.lateness_s * 1000.0, s.card_testing_usd
     hold_ms = s.compromised_card_hours * float(HOUR_MS)
     users = shard.users
@@ -140,13 +150,18 @@ def score_batch(
             continue
         try:
             f = observe(user, txn, lateness_ms=lateness_ms, small_usd=small, compromised_ms=hold_ms)
+            profiled = f.history >= min_history
+            f.amount_rarity = cal.rarity(f.amount_usd, f.amount_z, profiled)
             reasons: list[Reason] = []
             errors: list[str] = []
             run_rules(early, f, txn, 0.0, 0.0, reasons, errors)
-            settle(user, txn, f, bool(reasons) and blocks_alone(reasons, p), hold_ms)
+            first, pattern, _ = calibrate(reasons, p, cal.first, share)
+            settle(user, txn, f, bool(first) and blocks_alone(first, p), hold_ms)
             x = scale_features(f)
             if not math.isfinite(sum(x.values())):  # NaN/inf propagate; inputs in [0, 1]
                 raise ValueError(f"non-finite model input {x}")
+            cal.learn(f.amount_usd, f.amount_z, profiled)  # the event is through: count it
+            cal.first.count(pattern)
         except Exception as e:
             _restore_user(users, txn.user_id, before)
             out[i] = internal_error(items[i], e, now)
@@ -163,6 +178,7 @@ def score_batch(
     except Exception as e:
         for uid, before in reversed(saved):
             _restore_user(users, uid, before)
+        shard.cal = cal_before
         return [
             x if x is not None else internal_error(it, e, now)
             for x, it in zip(out, items, strict=True)
@@ -173,7 +189,9 @@ def score_batch(
         txn, label, ing = items[i]
         try:
             run_rules(late, f, txn, raw, pct, reasons, errors)
+            reasons, pattern, f.cal_weight = calibrate(reasons, p, cal.full, share)
             out[i] = row = _assemble(txn, label, ing, f, reasons, errors, raw, pct, p, now, version)
+            cal.full.count(pattern)
         except Exception as e:
             out[i] = internal_error(items[i], e, now)
             continue

@@ -39,6 +39,7 @@ __all__ = [
     "handbook_test_set",
     "label_free_ceiling",
     "score_stream",
+    "tie_broken",
 ]
 
 
@@ -82,8 +83,9 @@ PUBLISHED: dict[str, list[tuple[str, float, float, float]]] = {
 """Handbook rows (AUC ROC, AP, CP@100) as listed in the dataset README."""
 
 SCORES = {
-    "risk": "production risk score, label-free (rules + HST, noisy-OR), ties broken by the "
-    "HST percentile",
+    "risk": "production risk score, label-free (rules + HST, noisy-OR, weak signals weighed "
+    "by how rare their pattern is in recent traffic), ties broken by the row's amount "
+    "rarity, then the HST percentile",
     "hst": "Half-Space Trees rolling percentile alone",
     "risk_fb": "the same plus the feedback loop (merchant risk and the online supervised "
     "model): each label is usable only after the 7-day delay (the handbook's), as in "
@@ -91,6 +93,8 @@ SCORES = {
     "learned": "the feedback loop's online supervised model alone (its fraud probability)",
     "profile": "the user's amount z-score alone (label-free: the per-user spend profile "
     "that feeds the amount rule)",
+    "rarity": "the amount rarity feature alone (label-free: the share of recent traffic at "
+    "least as unusual in amount, for everyone or against the user's profile)",
 }
 
 CEILING = "label-free ceiling"
@@ -162,7 +166,8 @@ def score_stream(
     """Run ``events`` through ``build_flow``; one row per scored transaction.
 
     Columns: TRANSACTION_ID, risk_raw, hst (percentile), flagged, learned, profile
-    (amount z-score) and risk (risk_raw, ties broken by hst).  Dead letters raise: an
+    (amount z-score), rarity (1 - amount rarity) and risk (risk_raw, ties broken by
+    rarity, then hst).  Dead letters raise: an
     adapter must produce valid events.
     """
     from bytewax.testing import run_main
@@ -177,6 +182,7 @@ def score_stream(
     flagged: list[bool] = []
     learned: list[float] = []
     profile: list[float] = []
+    rarity: list[float] = []
     dead: list[Any] = []
     prog = Progress("scored", total=total) if progress else None
 
@@ -188,6 +194,7 @@ def score_stream(
             flagged.append(r.flagged)
             learned.append(r.features.get("learned_p", 0.0))
             profile.append(r.features["amount_z"])
+            rarity.append(1.0 - r.features["amount_rarity"])
         if prog is not None:
             prog.update(len(batch))
 
@@ -216,10 +223,37 @@ def score_stream(
             "flagged": flagged,
             "learned": learned,
             "profile": profile,
+            "rarity": rarity,
         }
     )
-    out["risk"] = out.risk_raw + 1e-9 * out.hst
+    out["risk"] = tie_broken(out.risk_raw, out.rarity, out.hst)
     return out
+
+
+def tie_broken(*keys: pd.Series) -> np.ndarray:
+    """A score ordering rows by ``keys[0]``, ties by ``keys[1]``, and so on (the rank,
+    scaled to [0, 1]; rows equal on every key stay tied): exact, where adding small
+    multiples would let a later key outweigh small differences of an earlier one.
+
+    >>> s = pd.Series
+    >>> tie_broken(s([0.5, 0.5, 0.1, 0.5]), s([0.2, 0.1, 0.9, 0.2])).tolist()
+    [0.8333333333333334, 0.3333333333333333, 0.0, 0.8333333333333334]
+    """
+    cols = [k.to_numpy() for k in keys]
+    order = np.lexsort(cols[::-1])
+    n = len(order)
+    if n == 0:
+        return np.zeros(0)
+    step = np.zeros(n, dtype=bool)  # a new run of equal keys starts here
+    step[0] = True
+    for c in cols:
+        sc = c[order]
+        step[1:] |= sc[1:] != sc[:-1]
+    run = np.cumsum(step) - 1
+    mean = np.bincount(run, weights=np.arange(n, dtype=float)) / np.bincount(run)
+    rank = np.empty(n)
+    rank[order] = mean[run]  # rows equal on every key tie (their mean rank)
+    return rank / max(n - 1, 1)
 
 
 @dataclass

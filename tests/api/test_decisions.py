@@ -58,7 +58,7 @@ def test_the_flow_answers_with_decision_reasons_and_versions(service: Service) -
     assert body["txn_id"] == "api-1" and body["user_id"] == "ann"
     assert body["decision"] in DECISIONS and 0 < body["risk_score"] <= 1
     assert "high_amount" in {x["code"] for x in body["reasons"]}
-    assert body["model_version"].startswith("rules-v2+hst-") and body["rules_version"] == "rules-v2"
+    assert body["model_version"].startswith("rules-v3+hst-") and body["rules_version"] == "rules-v3"
     assert 0 < body["latency_ms"] < 5000
     # The same decision is stored and served to a client that could not wait.
     got = stored(service, "api-1")
@@ -159,7 +159,7 @@ def test_past_the_deadline_the_fallback_answers_and_the_flow_still_scores(
     assert body["decision"] == "approve"
     assert [x["code"] for x in body["reasons"]] == ["decision_timeout"]
     later = stored(service, "slow-1")
-    assert later.status_code == 200 and later.json()["model_version"].startswith("rules-v2")
+    assert later.status_code == 200 and later.json()["model_version"].startswith("rules-v3")
     assert "high_amount" in {x["code"] for x in later.json()["reasons"]}
 
 

@@ -3,7 +3,14 @@
 Bars (raise them as detection improves; never lower them silently):
 * every rule-detectable pattern: incident recall >= 0.9;
 * single-transaction patterns and card testing: transaction recall >= 0.9;
-* legitimate traffic flagged <= 1 %.
+* legitimate traffic flagged <= 0.3 % (was <= 1 %; 0.26 % before the label-free
+  calibration of rules-v3, 0.19 % after);
+* stealth_ecom incident recall >= 0.25, lowered from 0.5 on purpose (rules-v3): only a
+  new device plus the anomaly model's top 5 % could catch it, and that same pair was the
+  largest source of false positives (38 of 149 legitimate rows flagged); calibrated by
+  how often the pair occurs, it no longer reviews alone (0.59 -> 0.28 on this stream,
+  0.53 -> 0.32 on the scenario stream; legitimate flagged 0.26 % -> 0.19 % here).  The feedback loop's learner
+  is what catches it once verdicts arrive.
 
 Scenario stream (every pattern, issue 19), sorted and shuffled within ±2 min:
 * a cash-out after card testing is blocked in >= 95 % of episodes, 1-8 min after the
@@ -106,12 +113,13 @@ def test_transaction_recall(report, pattern: str) -> None:
 def test_legitimate_traffic_rarely_flagged(report) -> None:
     legit = report["legit"]
     assert legit.transactions > 50_000
-    assert legit.txn_recall <= 0.01, legit
+    assert legit.txn_recall <= 0.003, legit
 
 
 def test_anomaly_model_catches_some_of_the_subtle_pattern(report) -> None:
-    # No single rule fires on stealth_ecom; only the model's percentile can lift it.
-    assert report["stealth_ecom"].incident_recall >= 0.5, report["stealth_ecom"]
+    # No single rule fires on stealth_ecom; only weak signals together can lift it (see
+    # the module docstring for why this bar went from 0.5 to 0.25).
+    assert report["stealth_ecom"].incident_recall >= 0.25, report["stealth_ecom"]
 
 
 @pytest.mark.parametrize("order", ["sorted", "shuffled"])
@@ -151,4 +159,4 @@ def test_scenario_stream_keeps_the_bars(scenarios, order: str) -> None:
     stats = pattern_report(scenarios[order])
     for p in RULE_PATTERNS:
         assert stats[p].incident_recall >= 0.9, stats[p]
-    assert stats["legit"].txn_recall <= 0.01, stats["legit"]
+    assert stats["legit"].txn_recall <= 0.004, stats["legit"]

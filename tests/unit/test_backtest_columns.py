@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clickhouse.backtest import decide_columns, evaluate_policy, noisy_or
-from dataflows.detection.policy import activate, decide
+from dataflows.detection.policy import activate, decide, run_rules
 from dataflows.detection.scoring import combine
 from schemas.rules import FEATURES, Case, Policy, Rule, compile_columns, compile_rule
 from schemas.rules import default_policy as builtin
@@ -37,6 +37,7 @@ EXTRA = (
     rule("merch", "merchant_category not in ('grocery',) and amount > 100", "0.15"),
     rule("ratio", "cnt_1h > 0 and sum_1h_usd / cnt_1h > 200", "0.4"),
     rule("hst", "hst_raw > 0.5 and hst_pct > 0.9", "hst_pct - 0.9"),
+    rule("log", "amount_rarity < 0.5", "round(min(1.0, -log10(amount_rarity) / 5), 4)"),
 )
 
 
@@ -65,6 +66,8 @@ def random_rows(n: int, seed: int) -> dict[str, np.ndarray]:
     c["hour_share"] = g.uniform(0, 0.3, n)
     c["hst_pct"] = g.uniform(0, 1, n)
     c["hst_raw"] = g.uniform(0, 1, n)
+    c["cal_weight"] = np.where(g.random(n) < 0.5, 1.0, np.round(g.uniform(0, 1, n), 4))
+    c["amount_rarity"] = np.where(g.random(n) < 0.02, 0.0, 10 ** g.uniform(-6, 0, n))
     for b in ("new_country", "new_device", "card_present", "late", "card_compromised"):
         c[b] = g.random(n) < 0.3
     c["known_place"] = g.random(n) < 0.5
@@ -196,10 +199,14 @@ def test_a_policy_over_columns_decides_as_the_flow() -> None:
     for i in range(N):
         f, t, raw, pct = scalar_row(c, i)
         reasons: list[Reason] = []
-        for fn, _ in (*active.early, *active.late):
-            x = fn(f, t, raw, pct)
-            if x is not None:
-                reasons.append(x)
+        run_rules((*active.early, *active.late), f, t, raw, pct, reasons, None)  # as the flow
+        w = f.cal_weight  # as the flow weighed the calibrated hits of this row
+        reasons = [
+            Reason(r.code, r.detail, round(r.contribution * w, 4))
+            if r.code in active.calibrated
+            else r
+            for r in reasons
+        ]
         if fb[0][i]:
             reasons.append(Reason("compromised_merchant", "", 0.4))
         reasons.sort(key=lambda r: -r.contribution)
