@@ -3,8 +3,11 @@
 ``GOLDEN`` is the digest of every scored row of a seeded stream, computed with the
 per-event River code before the batched scoring path and the numpy engine existed
 (commit 1766e1b).  Change it only with a deliberate change to scoring, and say so in the
-commit.  Changed once since: issue 19 (compromised cards, established places, two new
-feature keys in every row, model version rules-v2); the stream itself is unchanged.
+commit.  Changed twice since, both for issue 19: compromised cards, established places,
+two new feature keys in every row, model version rules-v2; then the label-free
+calibration (rare-amount rule, weak signals weighed by how rare their pattern is, the
+profile's 2-sigma clip, feature keys ``amount_rarity`` and ``cal_weight``, rules-v3).
+The stream itself is unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from generators.synth import GeneratorConfig
 from schemas.settings import load_settings
 from tests.conftest import fixed_clock
 
-GOLDEN = "10bf70c3da035672b204dd2908934d9e8f4185d6bf1b3d4db6ea9996daa0e374"
+GOLDEN = "3b086d8df251e5793849f80883b249e58b0589e947cdb572b5f73c764d91c280"
 N_EVENTS = 6000
 
 
