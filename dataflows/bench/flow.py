@@ -6,16 +6,19 @@ exact command.  ``--quick`` shrinks every leg (CI smoke test: the table is produ
 speed is asserted anywhere).
 
 Legs: (1) River HST alone at the configured size; (2) ``build_flow`` from memory to null
-sinks with 1 worker, 2 worker threads and 2 processes; (3) end to end through the
-embedded broker and the chDB sink, sustained, plus produce->alert latency at a fixed
-offered load; (4) memory per tracked user and snapshot size; (5) per-stage cost from a
-profile.
+sinks with 1 worker, 2 worker threads and 2 processes (with items pickled per event), and
+the same detection in a plain loop (:mod:`dataflows.bench.plain`, the framework's cost);
+(3) end to end through the embedded broker and the chDB sink, sustained, on 1 worker and
+on 1 and 2 processes over 12 aligned partitions with the feedback loop, the plain
+confluent-kafka loop, plus produce->alert latency at a fixed offered load; (4) memory per
+tracked user and snapshot size; (5) per-stage cost from a profile.
 """
 
 from __future__ import annotations
 
 import cProfile
 import gc
+import json
 import os
 import pickle
 import platform
@@ -26,12 +29,13 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.settings import Settings
 
@@ -52,10 +56,15 @@ class BenchConfig:
     recovery_events: int = 600_000
     """Long enough for several 10 s snapshots: a short run hid a cost that grew with
     every snapshot (see ``ShardModel.__getstate__``)."""
+    scale_events: int = 300_000
+    """Events of the scale-out end-to-end legs (1 and 2 processes, and the plain loop)."""
+    scale_engines: tuple[str, ...] = ("river", "numpy")
 
     @classmethod
     def quick(cls) -> BenchConfig:
-        return cls(10_000, 10_000, 500.0, 3.0, (10_000,), 3_000, ("numpy",), 10_000)
+        return cls(
+            10_000, 10_000, 500.0, 3.0, (10_000,), 3_000, ("numpy",), 10_000, 5_000, ("numpy",)
+        )
 
 
 def _events(n: int, users: int = 20_000, seed: int = 11) -> list[bytes]:
@@ -144,8 +153,33 @@ def flow_rate(s: Settings, events: list[bytes], workers: int) -> float:
     return len(events) / (time.perf_counter() - t0)
 
 
+PICKLES_ENV = "FRAUD_BENCH_PICKLES"
+"""Set in a bench child process: the file prefix its pickle count is written to."""
+
+
+def count_pickles() -> list[int]:
+    """Count ``pickle.dumps`` calls in this process from now on (``[count]``).
+
+    bytewax 0.21 pickles every item that crosses processes through ``pickle.dumps``,
+    twice (once to size it, once to write it), and nothing else when recovery is off:
+    a 2-process run counts 0 when no item crosses (pinned by the bench's aligned rows)."""
+    counter = [0]
+    dumps = pickle.dumps
+
+    def counting(*args: Any, **kw: Any) -> bytes:
+        counter[0] += 1
+        return dumps(*args, **kw)
+
+    pickle.dumps = counting
+    return counter
+
+
 PROC_SCRIPT = """
-import sys, time, pickle
+import os, sys, time, pickle
+counter = None
+if os.environ.get("FRAUD_BENCH_PICKLES"):
+    from dataflows.bench.flow import count_pickles
+    counter = count_pickles()
 from bytewax.testing import cluster_main
 from dataflows.bench.flow import _null_flow
 from dataflows.flow import tune_gc
@@ -157,36 +191,92 @@ proc = int(sys.argv[3])
 flow = _null_flow(load_settings(hst_engine=sys.argv[4], shards=int(sys.argv[5])), events,
                   parts=len(addresses), aligned=sys.argv[6] == "1")
 cluster_main(flow, addresses, proc)
+if counter is not None:
+    open(os.environ["FRAUD_BENCH_PICKLES"] + f".{proc}", "w").write(str(counter[0]))
 """
+
+
+class ClusterFailed(RuntimeError):
+    """A bench cluster process exited non-zero."""
+
+
+def wait_all(ps: list[subprocess.Popen[bytes]], timeout_s: float) -> list[int]:
+    """Exit codes of ``ps``; past ``timeout_s`` in all, the ones still running are
+    killed and the bench stops (a hung cluster must not hang CI)."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        return [p.wait(max(0.1, deadline - time.monotonic())) for p in ps]
+    except subprocess.TimeoutExpired:
+        for p in ps:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        raise RuntimeError(
+            f"bench cluster of {len(ps)} processes still running after {timeout_s:.0f} s: killed"
+        ) from None
+
+
+R = TypeVar("R")
+
+
+def retried(run: Callable[[], R], tries: int = 2) -> R:
+    """``run()``, started again once if a cluster process failed: on a shared machine a
+    free port picked for a process can be taken before it binds it, and its peers then
+    panic (``Send thread panic``); a second failure is raised."""
+    for attempt in range(tries):
+        try:
+            return run()
+        except ClusterFailed as e:
+            if attempt == tries - 1:
+                raise
+            print(f"bench: {e}; starting the cluster again", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcRun:
+    """A multi-process flow leg: events/s (start-up excluded) and items pickled per
+    event (``pickle.dumps`` calls summed over the processes, over the timed run)."""
+
+    rate: float
+    pickles: float
 
 
 def flow_rate_processes(
     events: list[bytes], procs: int, engine: str = "river", shards: int = 16, aligned: bool = False
-) -> float:
+) -> ProcRun:
     """``procs`` bytewax processes (one worker each) on localhost, timed from outside."""
     from dataflows.connectors.embedded import free_port
 
-    def timed(evs: list[bytes]) -> float:
+    def timed(evs: list[bytes], tmp: Path) -> tuple[float, int]:
         with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as f:
             pickle.dump(evs, f)
         addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(procs))
+        prefix = str(tmp / f"pickles-{len(evs)}")
+        env = {**os.environ, PICKLES_ENV: prefix}
         t0 = time.perf_counter()
         cmd = [sys.executable, "-c", PROC_SCRIPT, f.name, addresses]
         flag = "1" if aligned else "0"
         ps = [
-            subprocess.Popen([*cmd, str(i), engine, str(shards), flag], cwd=ROOT)
+            subprocess.Popen([*cmd, str(i), engine, str(shards), flag], cwd=ROOT, env=env)
             for i in range(procs)
         ]
-        for p in ps:
-            p.wait()
+        codes = wait_all(ps, timeout_s=120.0 + len(evs) / 500)
+        dt = time.perf_counter() - t0
         os.unlink(f.name)
-        return time.perf_counter() - t0
+        if any(codes):
+            raise ClusterFailed(f"{procs} processes exited with {codes}")
+        return dt, sum(int(Path(f"{prefix}.{i}").read_text()) for i in range(procs))
 
-    # Start-up (imports, joining the cluster) is timed on a 1,000-event run and removed.
+    # Start-up (imports, joining the cluster) is timed on a 1,000-event run and removed;
+    # both runs count their pickles (the same small overhead in each).
     small = 1000
-    dt = timed(events) - timed(events[:small])
+    with tempfile.TemporaryDirectory(prefix="bench-pickles-") as tmp:
+        full, pickles = retried(lambda: timed(events, Path(tmp)))
+        dt = full - retried(lambda: timed(events[:small], Path(tmp)))[0]
     # A short run (--quick) can time within start-up noise: no figure rather than a wrong one.
-    return (len(events) - small) / dt if dt > 0.5 else float("nan")
+    rate = (len(events) - small) / dt if dt > 0.5 else float("nan")
+    return ProcRun(rate, pickles / len(events))
 
 
 MANY_SHARDS = 64
@@ -242,6 +332,181 @@ def end_to_end(s: Settings, n: int) -> float:
     if count[0] != n:
         raise RuntimeError(f"end to end scored {count[0]} of {n} events")
     return n / elapsed
+
+
+SCALE_PARTITIONS = 12
+"""Partitions of the scale-out legs' topic: the default, even over 1, 2, 3, 4, 6 processes."""
+
+E2E_SCRIPT = """
+import json, os, sys, time
+counter = [0]
+if os.environ.get("FRAUD_BENCH_PICKLES"):
+    from dataflows.bench.flow import count_pickles
+    counter = count_pickles()
+from dataflows.flow import tune_gc
+tune_gc()
+from bytewax.testing import cluster_main
+from clickhouse.store import Store, migrate
+from dataflows.connectors.chsink import clickhouse_sink
+from dataflows.connectors.local import CallbackSink
+from dataflows.flow import kafka_flow
+from schemas.settings import load_settings
+s = load_settings()
+addresses = [a for a in sys.argv[1].split(";") if a]
+proc = int(sys.argv[2])
+migrate(Store.from_settings(s), s.clickhouse_ttl_days)
+seen = [0, 0.0]
+def count(batch):
+    seen[0] += len(batch)
+    seen[1] = time.time()
+flow = kafka_flow(s, [clickhouse_sink(s), CallbackSink(count)], workers=max(1, len(addresses)))
+ready = time.time()
+cluster_main(flow, addresses if len(addresses) > 1 else [], proc)
+out = {"rows": seen[0], "ready": ready, "last": seen[1], "pickles": counter[0]}
+json.dump(out, open(sys.argv[3], "w"))
+"""
+
+
+@contextmanager
+def scale_broker(s: Settings, n: int, partitions: int = SCALE_PARTITIONS) -> Iterator[Settings]:
+    """An embedded broker with ``n`` generated events produced (keyed by user, so a
+    user's events share a partition, in order) to a fresh ``partitions``-partition topic;
+    yields settings pointing at it, read from the beginning and not tailed."""
+    import uuid
+
+    from dataflows.connectors.embedded import EmbeddedBroker
+    from dataflows.connectors.kafka import create_topics, make_producer, produce_all
+
+    with EmbeddedBroker() as broker:
+        tag = uuid.uuid4().hex[:6]
+        topics = ("transactions", "alerts", "dlq", "feedback", "decisions", "rules")
+        s2 = s.model_copy(
+            update={
+                "brokers": broker.bootstrap,
+                **{f"topic_{t}": f"s-{t[:3]}-{tag}" for t in topics},
+                "partitions": partitions,
+                "kafka_tail": False,
+                "clickhouse_batch_rows": 5000,
+            }
+        )
+        create_topics(s2)
+        produce_all(make_producer(s2), s2.topic_transactions, _keyed_events(n))
+        yield s2
+
+
+def _keyed_events(n: int) -> list[tuple[bytes, bytes]]:
+    """(user key, event) pairs of :func:`_events`' stream."""
+    from generators.stream import event_stream
+    from generators.synth import GeneratorConfig
+
+    return list(event_stream(GeneratorConfig(seed=11, users=20_000, fraud_rate=0.01), n))
+
+
+def end_to_end_processes(s: Settings, n: int, procs: int) -> ProcRun:
+    """The production flow (``kafka_flow``: alerts, decisions, dead letters to Kafka,
+    rows to chDB, labels input as ``s`` says) on ``procs`` bytewax processes of one
+    worker each over the topic of :func:`scale_broker`; events/s from the moment every
+    process is up (flow built, about to join the cluster) to the last of the ``n``
+    events scored (a counter sink per process; one chDB directory per process, as chDB
+    allows one process per directory), and items pickled per event as in
+    :func:`flow_rate_processes`."""
+    from dataflows.connectors.embedded import free_port
+    from schemas.settings import settings_env
+
+    addrs = ";".join(f"127.0.0.1:{free_port()}" for _ in range(procs))
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        ps = []
+        for i in range(procs):
+            env = {
+                **os.environ,
+                **settings_env(s.model_dump()),
+                "FRAUD_CLICKHOUSE_URL": f"chdb://{tmp}/ch{i}",
+                PICKLES_ENV: "1",
+            }
+            cmd = [sys.executable, "-c", E2E_SCRIPT, addrs, str(i), f"{tmp}/out{i}.json"]
+            ps.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
+        codes = wait_all(ps, timeout_s=120.0 + n / 200)
+        if any(codes):
+            raise ClusterFailed(f"end to end on {procs} processes: exit codes {codes}")
+        outs = [json.loads(Path(f"{tmp}/out{i}.json").read_text()) for i in range(procs)]
+    rows = sum(o["rows"] for o in outs)
+    if rows != n:
+        raise RuntimeError(f"end to end on {procs} processes scored {rows} of {n} events")
+    rate = n / (max(o["last"] for o in outs) - max(o["ready"] for o in outs))
+    return ProcRun(rate, sum(o["pickles"] for o in outs) / n)
+
+
+FRAMEWORK_GOAL = 1.5
+"""The flow's per-event cost from memory on 1 process, at most this × the plain loop's."""
+
+
+def framework_goal(ratio: float) -> str:
+    """The framework-cost ratio against :data:`FRAMEWORK_GOAL`.
+
+    >>> framework_goal(1.2)
+    'goal ≤ 1.5 ×: met'
+    """
+    verdict = "met" if ratio <= FRAMEWORK_GOAL else "not met"
+    return f"goal ≤ {FRAMEWORK_GOAL:g} ×: {verdict}"
+
+
+def goal(value: float, target: float, unit: str = "events/s") -> str:
+    """``goal ≥ target unit: met`` or ``not met``, for a figure beside its goal.
+
+    >>> goal(16_000, 15_000)
+    'goal ≥ 15,000 events/s: met'
+    """
+    verdict = "met" if value >= target else "not met"
+    return f"goal ≥ {target:,.0f} {unit}: {verdict}"
+
+
+SCALE_GOALS = {"river": 15_000.0, "numpy": 30_000.0}
+"""End to end on 2 processes, feedback loop on (issue 15's goals on this 2-core machine)."""
+
+
+def scale_out_rows(s: Settings, cfg: BenchConfig) -> list[tuple[str, str, str]]:
+    """The production flow end to end on 1 and 2 processes over a 12-partition topic
+    (aligned, feedback loop on: a labels topic with no labels, so the merchant and
+    learner steps run) for each engine, and the plain confluent-kafka loop over the same
+    topic: the single-process ceiling of the same detection in Python."""
+    from dataflows.bench.plain import run_kafka
+
+    n, out = cfg.scale_events, []
+    base = s.model_copy(update={"align_partitions": True, "feedback_input": True})
+    where = f"{SCALE_PARTITIONS} partitions aligned, feedback loop on"
+    with scale_broker(base, n) as sb:
+        for engine in cfg.scale_engines:
+            st = sb.model_copy(update={"hst_engine": engine})
+            name = "River" if engine == "river" else engine
+            one = retried(lambda st=st: end_to_end_processes(st, n, 1))  # type: ignore[misc]
+            two = retried(lambda st=st: end_to_end_processes(st, n, 2))  # type: ignore[misc]
+            seen, secs = run_kafka(st, n, f"bench-plain-{engine}")
+            if seen != n:
+                raise RuntimeError(f"plain loop read {seen} of {n} events")
+            plain = n / secs
+            out += [
+                (
+                    f"3. broker → flow → alerts topic + chDB, {where}, {name}, 1 process",
+                    f"{one.rate:,.0f} events/s",
+                    f"{n:,} events pre-produced; timed from every process up to the last "
+                    f"event scored; {one.pickles:.2f} items pickled/event",
+                ),
+                (
+                    f"3. same, {name}, 2 processes",
+                    f"{two.rate:,.0f} events/s",
+                    f"{two.rate / one.rate:.2f} × 1 process; {goal(two.rate, SCALE_GOALS[engine])};"
+                    f" {two.pickles:.2f} items pickled/event (every exchange that crosses "
+                    "processes, detection and feedback steps alike)",
+                ),
+                (
+                    f"3. plain confluent-kafka loop (no framework), broker → alerts topic, {name}",
+                    f"{plain:,.0f} events/s",
+                    f"1 process, same topic, rows to a null sink (no decisions topic, no chDB, "
+                    f"no feedback steps); the flow end to end on 1 process is "
+                    f"{one.rate / plain:.2f} × this",
+                ),
+            ]
+    return out
 
 
 # --- leg 4: memory -----------------------------------------------------------------
@@ -364,6 +629,9 @@ def machine_facts() -> list[str]:
 
 def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], None]) -> str:
     """Run every leg and return the Markdown report."""
+    from dataflows.bench.plain import BATCH as PLAIN_BATCH
+    from dataflows.bench.plain import run_memory
+
     rows: list[tuple[str, str, str]] = []
     river, fast = (s.model_copy(update={"hst_engine": e}) for e in ("river", "numpy"))
     size = f"{s.hst_trees} trees, height {s.hst_height}, window {s.hst_window}"
@@ -383,15 +651,19 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
     one = flow_rate(river, events, 1)
     one_np = flow_rate(fast, events, 1)
     two = flow_rate(river, events, 2)
-    procs = flow_rate_processes(events, 2, "river")
-    procs_np = flow_rate_processes(events, 2, "numpy")
+    run2 = flow_rate_processes(events, 2, "river")
+    run2_np = flow_rate_processes(events, 2, "numpy")
+    procs, procs_np = run2.rate, run2_np.rate
     many = river.model_copy(update={"shards": MANY_SHARDS})
     one_many = flow_rate(many, events, 1)
-    procs_many = flow_rate_processes(events, 2, "river", MANY_SHARDS)
-    al_one = flow_rate_processes(events, 1, "river", aligned=True)
-    al_two = flow_rate_processes(events, 2, "river", aligned=True)
-    al_one_np = flow_rate_processes(events, 1, "numpy", aligned=True)
-    al_two_np = flow_rate_processes(events, 2, "numpy", aligned=True)
+    procs_many = flow_rate_processes(events, 2, "river", MANY_SHARDS).rate
+    al_one = flow_rate_processes(events, 1, "river", aligned=True).rate
+    al_run2 = flow_rate_processes(events, 2, "river", aligned=True)
+    al_one_np = flow_rate_processes(events, 1, "numpy", aligned=True).rate
+    al_run2_np = flow_rate_processes(events, 2, "numpy", aligned=True)
+    al_two, al_two_np = al_run2.rate, al_run2_np.rate
+    plain = len(events) / run_memory(river, events)
+    plain_np = len(events) / run_memory(fast, events)
     long = _events(cfg.recovery_events)
     base_one, base_np = flow_rate(river, long, 1), flow_rate(fast, long, 1)
     with tempfile.TemporaryDirectory(prefix="bench-rec-") as rec:
@@ -441,6 +713,31 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
             f"{al_two_np / al_one_np:.2f} ×",
         ),
         (
+            "2. plain loop (no framework), memory → null sinks, 1 process, River",
+            f"{plain:,.0f} events/s",
+            f"the flow, 1 worker, costs {plain / one:.2f} × the loop per event "
+            f"({framework_goal(plain / one)}); the flow's parse, shard grouping and "
+            f"score_batch in a for loop, batches of {PLAIN_BATCH:,}",
+        ),
+        (
+            "2. plain loop, numpy",
+            f"{plain_np:,.0f} events/s",
+            f"the flow costs {plain_np / one_np:.2f} × the loop per event "
+            f"({framework_goal(plain_np / one_np)})",
+        ),
+        (
+            "2. items pickled per event, 2 processes, River",
+            f"{run2.pickles:.2f} unaligned → {al_run2.pickles:.2f} aligned",
+            "pickle.dumps calls in both processes ÷ events (target ≈ 0 aligned); bytewax "
+            f"pickles a crossing item twice (size, write): {run2.pickles / 2:.0%} of events "
+            "crossed unaligned",
+        ),
+        (
+            "2. items pickled per event, 2 processes, numpy",
+            f"{run2_np.pickles:.2f} unaligned → {al_run2_np.pickles:.2f} aligned",
+            f"{run2_np.pickles / 2:.0%} of events crossed unaligned",
+        ),
+        (
             "2. River, 1 worker, recovery on",
             f"{rec_one:,.0f} events/s",
             f"{1 - rec_one / base_one:.0%} cost vs {base_one:,.0f} without; "
@@ -472,6 +769,8 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
                 f"{cfg.e2e_events:,} events pre-produced, 1 worker; {loop}",
             )
         )
+    say(f"3/5 scale-out end to end, 1 and 2 processes ({cfg.scale_events:,} events)")
+    rows += scale_out_rows(s, cfg)
     say(f"3/5 produce→alert latency at {cfg.latency_rate:g} events/s")
     from dataflows.bench.latency import measure_latency
 

@@ -107,10 +107,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     md = run_bench(s, cfg, command, say)
     print(md)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(md)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(keep_separate_sections(out.read_text() if out.exists() else "", md))
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def keep_separate_sections(old: str, new: str) -> str:
+    r"""``new`` followed by the sections of ``old`` that other commands write (a ``## ``
+    heading saying ``(separate command)``, to the end): rerunning the bench must not
+    wipe the API benchmark's figures.
+
+    >>> keep_separate_sections("# B\nold\n## API (separate command)\nfig\n", "# B\nnew\n")
+    '# B\nnew\n\n## API (separate command)\nfig\n'
+    """
+    lines = old.splitlines(keepends=True)
+    at = next(
+        (i for i, ln in enumerate(lines) if ln.startswith("## ") and "(separate command)" in ln),
+        None,
+    )
+    if at is None:
+        return new
+    return new.rstrip("\n") + "\n\n" + "".join(lines[at:])
 
 
 def register_latency(sub: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[2]
+NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
+def table(text: str) -> dict[str, tuple[str, str]]:
+    """The bench table's rows: leg -> (figure, notes)."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 3:
+            rows[cells[0]] = (cells[1], cells[2])
+    return rows
+
+
+def numbers(figure: str) -> list[float]:
+    """Every number of a figure; none may be missing or nan."""
+    assert "nan" not in figure.lower(), figure
+    found = [float(x.replace(",", "")) for x in NUMBER.findall(figure)]
+    assert found, figure
+    return found
 
 
 @pytest.mark.integration
@@ -32,3 +52,26 @@ def test_bench_quick_writes_the_table(tmp_path: Path) -> None:
     ):
         assert leg in text, leg
     assert "cores" in text and "bytewax 0.21.1" in text
+    rows = table(text)
+    # the reference leg: the plain loop from memory (both engines) with the flow's ratio
+    for leg in (
+        "2. plain loop (no framework), memory → null sinks, 1 process, River",
+        "2. plain loop, numpy",
+    ):
+        figure, notes = rows[leg]
+        assert numbers(figure)[0] > 0
+        assert numbers(notes.split("× the loop")[0])[-1] > 0
+    # scale-out end to end (--quick: the numpy engine) and the plain Kafka loop
+    where = "12 partitions aligned, feedback loop on"
+    for leg in (
+        f"3. broker → flow → alerts topic + chDB, {where}, numpy, 1 process",
+        "3. same, numpy, 2 processes",
+        "3. plain confluent-kafka loop (no framework), broker → alerts topic, numpy",
+    ):
+        figure, notes = rows[leg]
+        assert figure.endswith("events/s") and numbers(figure)[0] > 0, leg
+    assert "goal ≥ 30,000 events/s" in rows["3. same, numpy, 2 processes"][1]
+    # pickles per event: events cross processes unaligned, none do aligned
+    for engine in ("River", "numpy"):
+        unaligned, aligned = numbers(rows[f"2. items pickled per event, 2 processes, {engine}"][0])
+        assert unaligned > 0.1 and aligned == 0.0, engine

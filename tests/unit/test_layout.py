@@ -52,6 +52,8 @@ def test_only_settings_read_the_environment() -> None:
         # hands the settings to a `python -m bytewax.run` child as FRAUD_* variables
         "dataflows/bench/latency.py",
         "dataflows/bench/api.py",
+        # the scale-out legs' cluster processes (and their pickle counters)
+        "dataflows/bench/flow.py",
         # starts the cluster's bytewax processes with the settings as FRAUD_* variables
         "dataflows/services/cluster.py",
     }
