@@ -126,6 +126,10 @@ FEATURES: dict[str, Feature] = {
         "Share of recent traffic at least this unusual in amount (for all users, or against "
         "the user's own profile), in (0, 1].",
     ),
+    "cnt_7d": _f("float", "features['cnt_7d']", "User's transactions over ~7 days (decayed)."),
+    "avg_usd_7d": _f("float", "features['avg_usd_7d']", "User's mean USD over ~7 days."),
+    "cnt_30d": _f("float", "features['cnt_30d']", "User's transactions over ~30 days."),
+    "avg_usd_30d": _f("float", "features['avg_usd_30d']", "User's mean USD over ~30 days."),
     "cal_weight": _f(
         "float",
         "if(mapContains(features, 'cal_weight'), features['cal_weight'], 1.0)",

@@ -338,6 +338,12 @@ class Settings(BaseSettings):
         description="Event time between refits of the learner's gradient-boosted model on "
         "its labelled history (0 = online logistic regression only).",
     )
+    learner_fit_background: bool = Field(
+        False,
+        description="Fit the learner's boosted model in a background thread and swap it in "
+        "when done (the flow does not pause for the fit; scores then depend on wall-clock "
+        "time, so off for evaluations and replays that must be exact).",
+    )
 
     # --- Dashboard -----------------------------------------------------------------
     dash_host: str = "127.0.0.1"

@@ -46,7 +46,9 @@ def cmd_bench_store(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from dataflows.evaluation.handbook import html_report, markdown_report, run_handbook, ulb_report
 
-    s = settings_of(args)
+    # An evaluation must be reproducible: the booster is fitted in the step, never in a
+    # background thread whose timing would decide which events it scores.
+    s = settings_of(args).model_copy(update={"learner_fit_background": False})
     root = Path(args.data) if args.data else s.data_dir
     if not (root / "fraud_handbook_simulated" / "transactions.parquet").exists():
         raise ConfigError(f"--data {root}: no fraud_handbook_simulated/transactions.parquet there")

@@ -45,6 +45,7 @@ __all__ = [
     "MIN_FRAUDS",
     "Booster",
     "LabelledHistory",
+    "fit_arrays",
     "fit_gbm",
 ]
 
@@ -141,6 +142,13 @@ class LabelledHistory:
         for d in [d for d in self.closed if d <= self.day - self.keep_days]:
             del self.closed[d]
 
+    def width(self) -> int | None:
+        """Inputs per kept example (None while nothing is kept)."""
+        for f, g, _ in self.closed.values():
+            return int(f.shape[1] if len(f) else g.shape[1])
+        rows = self.frauds or self.genuine
+        return len(rows[0]) if rows else None
+
     @property
     def n_frauds(self) -> int:
         return len(self.frauds) + sum(len(f) for f, _, _ in self.closed.values())
@@ -197,8 +205,13 @@ class Booster:
 
 def fit_gbm(history: LabelledHistory, width: int) -> Booster:
     """A booster fitted on ``history``, unweighted (see :data:`PARAMS`)."""
+    return fit_arrays(*history.dataset(width))
+
+
+def fit_arrays(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> Booster:
+    """A booster fitted on a dataset taken from a history (for a fit in another thread:
+    the history goes on changing while it runs)."""
     t0 = time.perf_counter()
-    x, y, w = history.dataset(width)
     model = HistGradientBoostingClassifier(**PARAMS, early_stopping=False, random_state=SEED)
     with _POOLS.limit(limits=THREADS, user_api="openmp"):
         model.fit(x, y)

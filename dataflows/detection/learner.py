@@ -26,7 +26,7 @@ Once examples have passed their delay they also join a bounded labelled history,
 which a gradient-boosted model is refitted every ``learner_retrain_days`` of event time
 and swapped in (:mod:`dataflows.detection.gbm`); from its first fit on, a row's
 ``learned_p`` is the booster's probability (see :data:`COMBINE`) and its
-``model_version`` names the booster generation (``+lr-v2+gbm-g12``).  A fit sees only
+``model_version`` names the booster generation (``+lr-v3+gbm-g12``).  A fit sees only
 examples the online model has already learned, so it never sees a label before its delay
 either (``tests/flow/test_learner.py``).
 """
@@ -36,6 +36,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ from river import compose, linear_model, optim, preprocessing
 
 from dataflows.detection.fastlr import FastLogReg
 from dataflows.detection.gbm import MIN_FRAUDS as GBM_MIN_FRAUDS
-from dataflows.detection.gbm import LabelledHistory, fit_gbm
+from dataflows.detection.gbm import Booster, LabelledHistory, fit_arrays, fit_gbm
 from dataflows.detection.policy import ActivePolicy
 from schemas.scored import Reason, Replayed, ScoredTransaction
 from schemas.settings import Settings
@@ -91,6 +92,13 @@ LEARNER_FEATURES = (
     "log_merchant_frauds_30d",
     "risk",
     *(f"rule_{code}" for code in RULE_INPUTS),
+    "log_cnt_7d",
+    "log_avg_usd_7d",
+    "log_cnt_30d",
+    "log_avg_usd_30d",
+    "amount_vs_7d",
+    "amount_vs_30d",
+    "log_rarity",
 )
 """Inputs of the supervised model, in tuple order.  The ``rule_*`` inputs are each
 rule's contribution (0 when it did not fire): the model learns what each rule is worth on
@@ -150,6 +158,33 @@ def learner_input(
         lp(f30) if f30 > 0 else 0.0,
         risk,
         *_rule_inputs(reasons),
+        *_spend_inputs(f, usd),
+    )
+
+
+def _spend_inputs(f: dict[str, float], usd: float) -> tuple[float, ...]:
+    """The user's 7/30-day counts and mean amounts (the handbook's customer windows) and
+    the amount against each mean, as log ratios (trees split on one input at a time, so
+    a ratio is one split where two raw amounts would take many), and the amount's rarity
+    in recent traffic."""
+    g, lp = f.get, math.log1p
+    c7, a7, c30, a30 = (
+        g("cnt_7d", 0.0),
+        g("avg_usd_7d", 0.0),
+        g("cnt_30d", 0.0),
+        g("avg_usd_30d", 0.0),
+    )
+    lu = lp(usd) if usd > 0 else 0.0
+    la7, la30 = (lp(a7) if a7 > 0 else 0.0), (lp(a30) if a30 > 0 else 0.0)
+    rarity = g("amount_rarity", 1.0)
+    return (
+        lp(c7) if c7 > 0 else 0.0,
+        la7,
+        lp(c30) if c30 > 0 else 0.0,
+        la30,
+        lu - la7 if a7 > 0 else 0.0,
+        lu - la30 if a30 > 0 else 0.0,
+        -math.log10(rarity) if rarity > 0 else 6.0,
     )
 
 
@@ -160,9 +195,10 @@ def _rule_inputs(reasons: tuple[Reason, ...]) -> list[float]:
     return [got.get(code, 0.0) for code in RULE_INPUTS]
 
 
-MODEL_TAG = "+lr-v2"
+MODEL_TAG = "+lr-v3"
 """Appended to ``model_version`` on every row the learner scores; bump it whenever
-:data:`LEARNER_FEATURES` changes (v2: the rule inputs)."""
+:data:`LEARNER_FEATURES` changes (v2: the rule inputs; v3: the 7/30-day spend windows
+and the amount's rarity)."""
 
 
 def current_model(model: Any) -> FastLogReg:
@@ -210,10 +246,12 @@ class DelayedLearner:
     from the labelled history (:mod:`dataflows.detection.gbm`) and swapped in.  The fit
     runs synchronously inside the step, at the first event past each boundary: the
     models in force at every event depend on the stream only, so ``fraud eval`` and a
-    restore from a snapshot reproduce them exactly.  The flow pauses for the fit (about a
-    second on the handbook's 60k-row history); a deployment that cannot afford the pause
-    would fit in a background thread and swap the model in at the next boundary (future
-    work: the swap point, hence the scores, would then depend on wall-clock time)."""
+    restore from a snapshot reproduce them exactly.  The flow pauses for the fit (1–4 s
+    on the handbook's history).  With ``background`` (``FRAUD_LEARNER_FIT_BACKGROUND``,
+    on in production) the dataset is taken at the boundary and fitted in a thread while
+    the flow goes on with the booster in force; the new generation is swapped in at the
+    first batch after the fit ends.  Which events it scores then depends on wall-clock
+    time, so replays are not bitwise (a snapshot taken mid-fit refits after a restore)."""
 
     delay_ms: float
     model: Any = field(default_factory=lambda: FastLogReg(len(LEARNER_FEATURES), LEARNING_RATE))
@@ -227,6 +265,9 @@ class DelayedLearner:
     gbm: Any = None
     generation: int = 0
     next_fit_ms: float = -math.inf
+    background: bool = False
+    fit_due: bool = False
+    """A background fit was started and has not been swapped in (refitted on restore)."""
 
     def label(self, txn_id: str, ts_ms: float) -> None:
         """A confirmed fraud; used when its transaction's delay has passed."""
@@ -243,6 +284,8 @@ class DelayedLearner:
         Stream time advances to ``ts_ms`` first, so every example whose delay has passed
         by now is learned (and a refit due by now is made) before scoring, and none other.
         The booster's probability is computed by :func:`finish`, once per batch."""
+        if self.fit_due:
+            self.adopt()
         self.advance(ts_ms)
         p = 0.0
         gbm = self.gbm
@@ -287,15 +330,64 @@ class DelayedLearner:
         self.next_fit_ms = (math.floor(self.now_ms / r) + 1) * r
         if self.learned < MIN_EXAMPLES or self.history.n_frauds < GBM_MIN_FRAUDS:
             return
-        self.gbm = fit_gbm(self.history, len(LEARNER_FEATURES))
+        if self.background:
+            if self._in_flight() is None:  # one fit at a time: a boundary passed mid-fit waits
+                self._submit()
+            return
+        self._swap(fit_gbm(self.history, len(LEARNER_FEATURES)))
+
+    def adopt(self) -> None:
+        """Swap in a background fit that has ended (a restored learner whose fit was in
+        flight at its snapshot starts it again)."""
+        fut = self._in_flight()
+        if fut is None:
+            if self.history is not None and self.background:
+                self._submit()
+            else:
+                self.fit_due = False
+            return
+        if not fut.done():
+            return
+        del _FITS[id(self)]
+        self.fit_due = False
+        try:
+            self._swap(fut.result())
+        except Exception:  # the booster in force stays; the next boundary tries again
+            log.exception("background booster fit failed")
+
+    def _in_flight(self) -> Future[Booster] | None:
+        got = _FITS.get(id(self))
+        return got[1] if got is not None and got[0] is self else None
+
+    def _submit(self) -> None:
+        assert self.history is not None
+        data = self.history.dataset(len(LEARNER_FEATURES))  # a copy: the history goes on
+        _FITS[id(self)] = (self, _fit_pool().submit(fit_arrays, *data))
+        self.fit_due = True
+
+    def _swap(self, booster: Booster) -> None:
+        self.gbm = booster
         self.generation += 1
         log.info(
             "booster g%d fitted on %d examples (%d frauds) in %.2f s",
             self.generation,
-            self.gbm.rows,
-            self.gbm.frauds,
-            self.gbm.fit_seconds,
+            booster.rows,
+            booster.frauds,
+            booster.fit_seconds,
         )
+
+
+_FITS: dict[int, tuple[DelayedLearner, Future[Booster]]] = {}
+"""Background fits in flight, by learner: futures are not state, never pickled (the
+learner is held too, so its ``id`` cannot be reused by another while its fit runs)."""
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _fit_pool() -> ThreadPoolExecutor:
+    """One thread per process fits boosters (a fit uses one core: ``THREADS``)."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="booster-fit"))
+    return _POOL[0]
 
 
 def finish(steps: list[Step]) -> list[tuple[float, int]]:
@@ -320,15 +412,21 @@ def upgrade(learner: DelayedLearner, s: Settings) -> DelayedLearner:
     (:func:`current_model`), booster fields added to snapshots from before them, and
     the retrain period of the settings in force."""
     learner.model = current_model(learner.model)
+    history = getattr(learner, "history", None)
+    if history is not None and history.width() not in (None, len(LEARNER_FEATURES)):
+        # examples kept with other inputs: the booster starts over from new examples
+        learner.history, learner.gbm = None, None
     for name, default in (
         ("history", None),
         ("gbm", None),
         ("generation", 0),
         ("next_fit_ms", -math.inf),
+        ("fit_due", False),
     ):
         if not hasattr(learner, name):
             setattr(learner, name, default)
     learner.retrain_ms = s.learner_retrain_days * DAY_MS
+    learner.background = s.learner_fit_background
     if learner.retrain_ms > 0 and learner.history is None:
         learner.history = LabelledHistory()  # fills from the next examples learned
     return learner

@@ -66,6 +66,11 @@ PRIOR_VAR = 0.36
 """Prior variance of log amounts (a typical card holder's spread, sigma 0.6)."""
 PRIOR_WEIGHT = 5
 """The prior counts as this many transactions."""
+Spend = tuple[float, float, float, float, float]
+"""Last update (ms), then decayed count and USD sum over ~7 days and over ~30 days."""
+NO_SPEND: Spend = (-math.inf, 0.0, 0.0, 0.0, 0.0)
+TAU_7D = 7 * DAY_MS
+TAU_30D = 30 * DAY_MS
 PROFILE_CLIP = 2.0
 """Standard deviations above the mean past which an amount is learnt clipped."""
 PROFILE_CLIP_AFTER = 5
@@ -115,6 +120,7 @@ class UserState:
         "n",
         "places",
         "seen",
+        "spend",
     )
 
     def __init__(self) -> None:
@@ -130,6 +136,7 @@ class UserState:
         self.places: list[float] = []  # [lat, lon, weight] * up to MAX_PLACES
         self.compromised: tuple[tuple[str, float, float], ...] = ()
         self.cleared: tuple[tuple[str, float], ...] = ()
+        self.spend: Spend = NO_SPEND
 
     def __getstate__(self) -> tuple:
         return (
@@ -145,6 +152,7 @@ class UserState:
             self.places,
             self.compromised,
             self.cleared,
+            self.spend,
         )
 
     def __setstate__(self, s: tuple) -> None:
@@ -154,6 +162,8 @@ class UserState:
             s = (*s, [], ())
         if len(s) == 11:  # before analysts' verdicts could clear a card
             s = (*s, ())
+        if len(s) == 12:  # before the 7/30-day spend windows
+            s = (*s, NO_SPEND)
         (
             self.events,
             self.n,
@@ -167,6 +177,7 @@ class UserState:
             self.places,
             self.compromised,
             self.cleared,
+            self.spend,
         ) = s
 
     def __eq__(self, other: object) -> bool:
@@ -174,7 +185,7 @@ class UserState:
 
     def checkpoint(self) -> tuple:
         """A copy to :meth:`restore` if an event fails half-way (arrays copied)."""
-        ev, n, mean, m2, hours, countries, devices, last_ts, seen, places, comp, cleared = (
+        ev, n, mean, m2, hours, countries, devices, last_ts, seen, places, comp, cleared, spend = (
             self.__getstate__()
         )
         return (
@@ -190,6 +201,7 @@ class UserState:
             places[:],
             comp,
             cleared,
+            spend,
         )
 
     def restore(self, checkpoint: tuple) -> None:
@@ -410,6 +422,25 @@ class UserState:
         if cut:
             del ev[: cut * _STRIDE]
 
+    def spend_windows(self, ts_ms: float) -> tuple[float, float, float, float]:
+        """(count, mean USD) over ~7 days and over ~30 days before ``ts_ms``: counts and
+        sums decayed with those time constants (O(1) memory, unlike a 30-day event log)."""
+        last, c7, s7, c30, s30 = self.spend
+        if ts_ms > last:
+            k7, k30 = math.exp((last - ts_ms) / TAU_7D), math.exp((last - ts_ms) / TAU_30D)
+            c7, s7, c30, s30 = c7 * k7, s7 * k7, c30 * k30, s30 * k30
+        return (c7, s7 / c7 if c7 > 1e-9 else 0.0, c30, s30 / c30 if c30 > 1e-9 else 0.0)
+
+    def learn_spend(self, ts_ms: float, usd: float) -> None:
+        """Fold one charge into the decayed windows (a late one counts as of its time)."""
+        last, c7, s7, c30, s30 = self.spend
+        if ts_ms >= last:
+            k7, k30 = math.exp((last - ts_ms) / TAU_7D), math.exp((last - ts_ms) / TAU_30D)
+            self.spend = (ts_ms, c7 * k7 + 1.0, s7 * k7 + usd, c30 * k30 + 1.0, s30 * k30 + usd)
+        else:
+            k7, k30 = math.exp((ts_ms - last) / TAU_7D), math.exp((ts_ms - last) / TAU_30D)
+            self.spend = (last, c7 + k7, s7 + usd * k7, c30 + k30, s30 + usd * k30)
+
     def learn_profile(self, log_usd: float, hour: int, country: str, device: str | None) -> None:
         """Fold one transaction into the profile.  Once the profile has a history, an
         amount above :data:`PROFILE_CLIP` standard deviations is learnt as if it were
@@ -480,6 +511,13 @@ class Features:
     cal_weight: float = 1.0
     """The weight the calibrated hits of this event got in its final risk (stored, so a
     backtest over stored rows weighs them as the flow did)."""
+    cnt_7d: float = 0.0
+    """The user's transactions over ~7 days before this one (decayed count)."""
+    avg_usd_7d: float = 0.0
+    """Their mean amount, USD (0 without history)."""
+    cnt_30d: float = 0.0
+    """The same over ~30 days."""
+    avg_usd_30d: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         """Flat numeric map for rows and alerts."""
@@ -506,6 +544,10 @@ class Features:
             "known_place": 1.0 if self.known_place else 0.0,
             "amount_rarity": self.amount_rarity,
             "cal_weight": self.cal_weight,
+            "cnt_7d": r(self.cnt_7d, 3),
+            "avg_usd_7d": r(self.avg_usd_7d, 3),
+            "cnt_30d": r(self.cnt_30d, 3),
+            "avg_usd_30d": r(self.avg_usd_30d, 3),
         }
 
 
@@ -546,6 +588,7 @@ def observe(
 
     history = state.n
     z = state.amount_z(log_usd)
+    c7d, avg7d, c30d, avg30d = state.spend_windows(ts_ms)
     hour_share = state.hour_share(hour)
     new_country = history > 0 and txn.country not in state.countries
     new_device = txn.device_id is not None and history > 0 and txn.device_id not in state.devices
@@ -571,6 +614,7 @@ def observe(
         lat, lon = (t_lat, t_lon) if geo else (_NAN, _NAN)
         state.insert(ts_ms, usd, lat, lon, DAY_MS + lateness_ms)
         state.learn_profile(log_usd, hour, txn.country, txn.device_id)
+        state.learn_spend(ts_ms, usd)
         if ts_ms > state.last_ts:
             state.last_ts = ts_ms
         c1m, c10, small, c1h, s1h, c24, s24 = state.windows(ts_ms, small_usd, math.inf)
@@ -605,6 +649,10 @@ def observe(
         compromised,
         known_place,
         place,
+        cnt_7d=c7d,
+        avg_usd_7d=avg7d,
+        cnt_30d=c30d,
+        avg_usd_30d=avg30d,
     )
 
 

@@ -119,8 +119,8 @@ def test_flow_uses_labels_only_after_the_delay(settings: Settings) -> None:
     assert pairs > 0.8, f"AUC of learned_p on the last day {pairs:.2f}"
     # The booster (refitted at each UTC midnight once 50 labelled frauds are older than
     # the delay) names its generation on the rows it scored; before it, the online model.
-    tags = {r.txn.txn_id: r.model_version.split("+lr-v2")[1] for r in rows}
-    assert all("+lr-v2" in r.model_version for r in rows)
+    tags = {r.txn.txn_id: r.model_version.split("+lr-v3")[1] for r in rows}
+    assert all("+lr-v3" in r.model_version for r in rows)
     by_period: dict[int, list[str]] = {}
     for r in rows:
         by_period.setdefault(int(r.txn.ts.timestamp() // 86_400), []).append(tags[r.txn.txn_id])
@@ -274,3 +274,68 @@ def test_restored_learner_scores_and_refits_identically() -> None:
     b = [clone.score(ts, tid, x) for ts, tid, x, _ in events[half:]]
     assert a == b
     assert lr.generation == clone.generation > gen, "refits after the restore, same models"
+
+
+def test_a_learner_kept_with_other_inputs_starts_its_booster_over() -> None:
+    """A snapshot from before lr-v3 holds examples of the old width: its booster history
+    is dropped (a fit on mixed widths would fail), the online model starts afresh."""
+    from dataflows.detection import gbm
+    from dataflows.detection.learner import upgrade
+    from schemas.settings import load_settings
+
+    old = DelayedLearner(7 * 86_400_000.0, retrain_ms=86_400_000.0)
+    old.history = gbm.LabelledHistory()
+    for i in range(5):
+        old.history.add(i * 1000.0, (1.0, 2.0, 3.0), i % 2 == 0)
+    old.gbm = object()
+    new = upgrade(old, load_settings())
+    assert new.gbm is None and new.history is not None and new.history.width() is None
+    assert len(new.model.weights) == len(LEARNER_FEATURES)
+    kept = DelayedLearner(7 * 86_400_000.0, retrain_ms=86_400_000.0)
+    kept.history = gbm.LabelledHistory()
+    kept.history.add(0.0, tuple([0.5] * len(LEARNER_FEATURES)), True)
+    assert upgrade(kept, load_settings()).history.width() == len(LEARNER_FEATURES)
+
+
+def test_a_background_fit_never_pauses_the_step_and_is_swapped_in_when_done(
+    monkeypatch: Any,
+) -> None:
+    """With ``background``, the boundary only starts the fit: the step returns at once
+    with the booster in force, the new generation arrives at the first batch after the
+    fit ends, and a learner pickled mid-fit refits after its restore."""
+    import threading
+    import time
+
+    from dataflows.detection import gbm, learner
+
+    release = threading.Event()
+    real = gbm.fit_arrays
+
+    def slow(*data: Any) -> gbm.Booster:
+        release.wait(10)
+        return real(*data)
+
+    monkeypatch.setattr(learner, "fit_arrays", slow)
+    lr = DelayedLearner(0.0, retrain_ms=86_400_000.0, background=True)
+    rng = random.Random(4)
+    width = len(LEARNER_FEATURES)
+    for i in range(3000):  # enough examples and frauds for a fit, all before day 1
+        x = tuple(rng.random() for _ in range(width))
+        if i % 20 == 0:
+            lr.label(f"t{i}", i * 10.0)
+        lr.step(i * 10.0, f"t{i}", x)
+    t0 = time.perf_counter()
+    lr.step(86_400_001.0, "late", tuple([0.5] * width))  # past the boundary: fit starts
+    assert time.perf_counter() - t0 < 1.0 and lr.fit_due and lr.gbm is None
+    frozen = pickle.loads(pickle.dumps(lr))  # a snapshot mid-fit
+    release.set()
+    deadline = time.monotonic() + 60
+    while lr.gbm is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        lr.step(86_400_002.0, "next", tuple([0.5] * width))
+    assert lr.gbm is not None and lr.generation == 1 and not lr.fit_due
+    assert frozen.fit_due and frozen.gbm is None
+    while frozen.gbm is None and time.monotonic() < deadline:
+        frozen.step(86_400_003.0, "after-restore", tuple([0.5] * width))
+        time.sleep(0.05)
+    assert frozen.gbm is not None and frozen.generation == 1

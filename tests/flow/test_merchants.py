@@ -68,7 +68,7 @@ def test_labels_count_only_after_the_delay(settings: Settings, runner: Any) -> N
     assert by["d"].features["merchant_risk_7d"] == 1.0
     assert by["d"].decision == "block" and by["d"].risk_score >= 0.9
     assert "compromised_merchant" not in codes["e"], "other merchants are unaffected"
-    assert all(r.model_version.endswith("+merchant-v1+lr-v2") for r in rows)
+    assert all(r.model_version.endswith("+merchant-v1+lr-v3") for r in rows)
 
 
 def test_bad_label_goes_to_the_dead_letter_queue(settings: Settings) -> None:

@@ -38,6 +38,7 @@ EXTRA = (
     rule("ratio", "cnt_1h > 0 and sum_1h_usd / cnt_1h > 200", "0.4"),
     rule("hst", "hst_raw > 0.5 and hst_pct > 0.9", "hst_pct - 0.9"),
     rule("log", "amount_rarity < 0.5", "round(min(1.0, -log10(amount_rarity) / 5), 4)"),
+    rule("spend", "cnt_30d > 3 and amount_usd > 4 * avg_usd_30d", "min(0.9, cnt_7d / 40)"),
 )
 
 
@@ -66,6 +67,10 @@ def random_rows(n: int, seed: int) -> dict[str, np.ndarray]:
     c["hour_share"] = g.uniform(0, 0.3, n)
     c["hst_pct"] = g.uniform(0, 1, n)
     c["hst_raw"] = g.uniform(0, 1, n)
+    c["cnt_7d"] = g.uniform(0, 30, n)
+    c["cnt_30d"] = c["cnt_7d"] * g.uniform(1, 5, n)
+    c["avg_usd_7d"] = np.where(c["cnt_7d"] < 1, 0.0, np.exp(g.normal(4.0, 1.0, n)))
+    c["avg_usd_30d"] = np.where(c["cnt_30d"] < 1, 0.0, np.exp(g.normal(4.0, 1.0, n)))
     c["cal_weight"] = np.where(g.random(n) < 0.5, 1.0, np.round(g.uniform(0, 1, n), 4))
     c["amount_rarity"] = np.where(g.random(n) < 0.02, 0.0, 10 ** g.uniform(-6, 0, n))
     for b in ("new_country", "new_device", "card_present", "late", "card_compromised"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from datetime import timedelta
 
@@ -185,3 +186,36 @@ def test_compromised_cards_are_bounded_and_expire() -> None:
     st.compromise("c9", 1_000.0 + 2 * hold, hold)  # the others' risk ended: forgotten
     assert [c[0] for c in st.compromised] == ["c9"] and st.compromised[0][1] == 1_009.0
     assert len(pickle.dumps(st)) - len(pickle.dumps(UserState())) < 50  # one card: ~30 B
+
+
+def test_spend_windows_decay_with_their_time_constants() -> None:
+    """A charge a day for 60 days: the 7-day count tends to 1 / (1 - e^(-1/7)) ≈ 7.5 and
+    the 30-day one to ≈ 30.5; the means are the amount; values are read before the event
+    (the first charge sees none)."""
+    st = UserState()
+    fs = feed(st, *[txn(d * 1440.0, amount=50.0) for d in range(60)])
+    assert fs[0].cnt_7d == 0 and fs[0].avg_usd_7d == 0
+    assert fs[1].cnt_7d == pytest.approx(math.exp(-1 / 7))
+    assert fs[-1].cnt_7d == pytest.approx(7.0, abs=0.6)
+    assert fs[-1].cnt_30d == pytest.approx(26.0, abs=2.0)
+    assert fs[-1].avg_usd_7d == pytest.approx(50.0) and fs[-1].avg_usd_30d == pytest.approx(50.0)
+    # a week of silence: the 7-day count falls by e, the 30-day one by e^(7/30)
+    later = feed(st, txn(66 * 1440.0, amount=50.0))[0]
+    assert later.cnt_7d == pytest.approx((fs[-1].cnt_7d + 1) * math.exp(-1))
+
+
+def test_spend_windows_count_a_late_charge_as_of_its_time() -> None:
+    """Two charges in either arrival order leave the same windows (within rounding)."""
+    a, b = UserState(), UserState()
+    feed(a, txn(0, amount=10.0), txn(3, amount=30.0))
+    feed(b, txn(3, amount=30.0), txn(0, amount=10.0))
+    assert a.spend[1:] == pytest.approx(b.spend[1:]) and a.spend[0] == b.spend[0]
+
+
+def test_snapshots_from_before_the_spend_windows_load() -> None:
+    st = UserState()
+    feed(st, txn(0), txn(5))
+    old = UserState()
+    old.__setstate__(st.__getstate__()[:12])
+    assert old.spend[1:] == (0.0, 0.0, 0.0, 0.0) and old.seen == st.seen
+    assert old.spend_windows(1e15) == (0.0, 0.0, 0.0, 0.0)
