@@ -3,11 +3,12 @@
 ``GOLDEN`` is the digest of every scored row of a seeded stream, computed with the
 per-event River code before the batched scoring path and the numpy engine existed
 (commit 1766e1b).  Change it only with a deliberate change to scoring, and say so in the
-commit.  Changed twice since, both for issue 19: compromised cards, established places,
-two new feature keys in every row, model version rules-v2; then the label-free
+commit.  Changed three times since, all for issue 19: compromised cards, established
+places, two new feature keys in every row, model version rules-v2; then the label-free
 calibration (rare-amount rule, weak signals weighed by how rare their pattern is, the
-profile's 2-sigma clip, feature keys ``amount_rarity`` and ``cal_weight``, rules-v3).
-The stream itself is unchanged.
+profile's 2-sigma clip, feature keys ``amount_rarity`` and ``cal_weight``, rules-v3);
+then four more feature keys (the user's 7/30-day spend windows, for the learner's lr-v3
+inputs; scores unchanged).  The stream itself is unchanged.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from generators.synth import GeneratorConfig
 from schemas.settings import load_settings
 from tests.conftest import fixed_clock
 
-GOLDEN = "3b086d8df251e5793849f80883b249e58b0589e947cdb572b5f73c764d91c280"
+GOLDEN = "b43137035cbe926b634d62422e902681e0090f8ec991cb689e076660a87aafd5"
 N_EVENTS = 6000
 
 
