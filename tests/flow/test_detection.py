@@ -9,8 +9,8 @@ Bars (raise them as detection improves; never lower them silently):
   new device plus the anomaly model's top 5 % could catch it, and that same pair was the
   largest source of false positives (38 of 149 legitimate rows flagged); calibrated by
   how often the pair occurs, it no longer reviews alone (0.59 -> 0.28 on this stream,
-  0.53 -> 0.32 on the scenario stream; legitimate flagged 0.26 % -> 0.19 % here).  The feedback loop's learner
-  is what catches it once verdicts arrive.
+  0.53 -> 0.32 on the scenario stream; legitimate flagged 0.26 % -> 0.19 % here).  The
+  feedback loop's learner is what catches it once verdicts arrive.
 
 Scenario stream (every pattern, issue 19), sorted and shuffled within ±2 min:
 * a cash-out after card testing is blocked in >= 95 % of episodes, 1-8 min after the
