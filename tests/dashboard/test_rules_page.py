@@ -30,6 +30,7 @@ FORM = [
     "draft",
     "amount_usd > 100 and card_present",
     '[{"contribution": 0.4, "detail": "${amount_usd:,.0f} at {merchant_id}"}]',
+    [],  # calibrate: unchecked
 ]
 NO_CLICKS = [None] * len(v.BUTTONS)
 
@@ -70,7 +71,7 @@ def test_publish_needs_a_note_and_a_valid_rule(app, store: Store) -> None:
     c, announced = app
     _login(c, "root")
     assert _act(c, "rl-shadow", "   ") == "Refused: a note saying why is required."
-    typo = [*FORM[:5], "amount_usd > 100 and card_presnt", FORM[6]]
+    typo = [*FORM[:5], "amount_usd > 100 and card_presnt", *FORM[6:]]
     assert _act(c, "rl-shadow", "try it", typo) == (
         "Refused: big_cnp · when col 22: unknown feature or parameter 'card_presnt' "
         "(did you mean 'card_present'?)."
