@@ -33,7 +33,7 @@ from __future__ import annotations
 import ast
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -163,35 +163,6 @@ class BacktestReport:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (lists, dicts, str, int, float, None)."""
 
-        def rule(r: RuleStats) -> dict[str, Any]:
-            return {
-                "rule": r.rule,
-                "status": r.status,
-                "effect": r.effect,
-                "hits": r.hits,
-                "hit_rate": r.hit_rate,
-                "amount_usd": r.amount_usd,
-                "precision_labels": r.precision_labels,
-                "recall_labels": r.recall_labels,
-                "precision_verdicts": r.precision_verdicts,
-                "recall_verdicts": r.recall_verdicts,
-                "overlap": dict(r.overlap),
-            }
-
-        def pol(p: PolicyStats) -> dict[str, Any]:
-            return {
-                "version": p.version,
-                "flagged": p.flagged,
-                "reviews": p.reviews,
-                "blocks": p.blocks,
-                "flagged_usd": p.flagged_usd,
-                "blocked_usd": p.blocked_usd,
-                "precision_labels": p.precision_labels,
-                "recall_labels": p.recall_labels,
-                "precision_verdicts": p.precision_verdicts,
-                "recall_verdicts": p.recall_verdicts,
-            }
-
         return {
             "source": self.source,
             "rows": self.rows,
@@ -201,10 +172,10 @@ class BacktestReport:
             "labelled": self.labelled,
             "with_verdict": self.with_verdict,
             "decisions": list(DECISIONS),
-            "candidate_rules": [rule(r) for r in self.candidate_rules],
-            "live_rules": [rule(r) for r in self.live_rules],
-            "live": pol(self.live),
-            "candidate": pol(self.candidate),
+            "candidate_rules": [asdict(r) for r in self.candidate_rules],
+            "live_rules": [asdict(r) for r in self.live_rules],
+            "live": asdict(self.live),
+            "candidate": asdict(self.candidate),
             "alerts_per_day": [[d, a, b] for d, a, b in self.alerts_per_day],
             "changes": [list(r) for r in self.changes],
             "examples": {k: list(v) for k, v in self.examples.items()},

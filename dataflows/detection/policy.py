@@ -51,7 +51,7 @@ class ActivePolicy:
     no_renew: frozenset[str]
     policy: Policy
     calibrated: frozenset[str] = frozenset()
-    """Live rules whose hits are weighed by their recent hit rate."""
+    """Live rules whose hits are weighed by how rare their pattern is in recent traffic."""
 
 
 _RECENT: dict[int, ActivePolicy] = {}
@@ -141,7 +141,9 @@ def calibrate(
     how much and why.  Returns the weighed reasons, the event's pattern (for the caller
     to count once the event is through: :meth:`PatternRates.count`) and the weight."""
     cal_ids = p.calibrated
-    pattern = tuple(sorted(r.code for r in reasons if r.code in cal_ids)) if cal_ids else ()
+    if not reasons or not cal_ids:  # most events: no hit, nothing to weigh
+        return reasons, (), 1.0
+    pattern = tuple(sorted(r.code for r in reasons if r.code in cal_ids))
     w, rate = rates.weight(pattern, share)
     if w >= 1.0:
         return reasons, pattern, 1.0

@@ -196,12 +196,6 @@ class PatternRates:
             self.total *= k
             self.inc = 1.0
 
-    def weigh(self, pattern: Pattern, share: float) -> tuple[float, float]:
-        """:meth:`weight`, then :meth:`count`."""
-        got = self.weight(pattern, share)
-        self.count(pattern)
-        return got
-
     def copy(self) -> PatternRates:
         c = PatternRates.__new__(PatternRates)
         c.patterns, c.total, c.inc, c.growth = (

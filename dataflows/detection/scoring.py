@@ -67,7 +67,7 @@ class Shard:
     max_ts: float = 0.0
     next_evict: float = 0.0
     cal: Calibrator | None = None
-    """Recent traffic's amounts and calibrated rules' hit rates (made on first use: a
+    """Recent traffic's amounts and signal patterns' rates (made on first use: a
     snapshot from before calibration restores without it)."""
 
 
