@@ -49,9 +49,23 @@ from dataflows.connectors.kafka import (
     kafka_sink,
     kafka_source,
 )
-from dataflows.connectors.local import StoppableSource
+from dataflows.connectors.local import CallbackSink, StoppableSource
 from dataflows.connectors.routing import Alignment
 from dataflows.connectors.rules_feed import policy_feed
+from dataflows.detection.feedback import (
+    FeedbackSummary,
+    FeedbackView,
+    MerchantDay,
+    MerchantTotals,
+    ShardFeedback,
+    Trainer,
+    finish_scores,
+    label_shard,
+    merchant_key,
+    on_merchant_days,
+    on_trainer,
+    record,
+)
 from dataflows.detection.idempotency import FinalDecisions, on_final
 from dataflows.detection.learner import DelayedLearner, on_learner_events
 from dataflows.detection.merchants import MerchantLabel, MerchantShard, on_events
@@ -186,11 +200,21 @@ class StepLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
     cheaper than the deepcopy it would do otherwise).
     """
 
-    def __init__(self, state: S, fn: Callable[[S, list[Any]], list[Any]], snapshots: bool) -> None:
-        self.state, self.fn, self.snapshots = state, fn, snapshots
+    def __init__(
+        self,
+        state: S,
+        fn: Callable[[S, list[Any]], list[Any]],
+        snapshots: bool,
+        eof: Callable[[S], list[Any]] | None = None,
+    ) -> None:
+        self.state, self.fn, self.snapshots, self.eof = state, fn, snapshots, eof
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         return self.fn(self.state, values), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        out = self.eof(self.state) if self.eof is not None else []
+        return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
         if not self.snapshots:
@@ -205,12 +229,14 @@ def stateful_step(
     fresh: Callable[[], S],
     fn: Callable[[S, list[Any]], list[Any]],
     snapshots: bool,
+    eof: Callable[[S], list[Any]] | None = None,
 ) -> Stream[Any]:
-    """A keyed ``stateful_batch`` running :class:`StepLogic`, with its key removed."""
+    """A keyed ``stateful_batch`` running :class:`StepLogic`, with its key removed
+    (``eof(state)``, if given, says what to emit once the input has ended)."""
 
     def builder(resume: bytes | None) -> StepLogic[S]:
         state = pickle.loads(resume) if resume is not None else fresh()
-        return StepLogic(state, fn, snapshots)
+        return StepLogic(state, fn, snapshots, eof)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(step_id, stream, builder))
 
@@ -248,6 +274,7 @@ def build_flow(
     decision_sink: Sink[Any] | Encoded[Decision] | None = None,
     align: Alignment | None = None,
     policy: Callable[[], ActivePolicy] | None = None,
+    feedback: tuple[FeedbackView, Sink[Any]] | None = None,
 ) -> Dataflow:
     """The detection dataflow. ``clock`` stamps processed_at/created_at (inject in tests).
 
@@ -260,6 +287,11 @@ def build_flow(
     receives every scored transaction.  With a ``labels`` source (confirmed frauds, see
     :mod:`dataflows.detection.merchants`) a merchant-keyed step adds delayed merchant risk
     and the learner to the score; without one the topology is unchanged.
+
+    With ``feedback_topology="local"`` the feedback loop finishes every score on its own
+    worker (:mod:`dataflows.detection.feedback`): ``feedback`` is the view the score steps
+    read and the sink that publishes into it (between processes, see
+    :mod:`dataflows.connectors.feedback_state`); by default a view of this flow only.
 
     ``align`` keys each event's state by the source partition it was read from, salted so
     the key lands on the worker that read it: nothing crosses workers between reading
@@ -305,19 +337,43 @@ def build_flow(
         keyed = op.merge("score_in", keyed, by_user)
     hold_ms = s.compromised_card_hours * 3_600_000.0
 
-    def score(shard: Shard, batch: list[Any]) -> list[ScoredTransaction | DeadLetter]:
+    local = label_stream is not None and s.feedback_topology == "local"
+    if local:
+        assert label_stream is not None
+        view, publish = feedback or _own_view()
+        view.aggregators = shards
+        keys = align.keys() if align is not None else [str(i) for i in range(shards)]
+        # Labels are few: every shard gets each one, to label its own pending examples.
+        everywhere = op.flat_map(
+            "labels_everywhere", label_stream, lambda x: [(k, x) for k in keys]
+        )
+        keyed = op.merge("score_labels_in", keyed, everywhere)
+
+    def score(shard: Shard, batch: list[Any]) -> list[Any]:
+        if local:
+            return _score_local(shard, batch, s, clock, in_force, view, hold_ms)
         if labels is not None and any(type(x) is CardVerdict for x in batch):
             return _with_verdicts(
                 shard, batch, hold_ms, lambda b: score_batch(shard, b, s, clock(), in_force())
             )
         return score_batch(shard, batch, s, clock(), in_force())
 
-    outcome = stateful_step("score", keyed, lambda: new_shard(s), score, snapshots)
+    def flush(shard: Shard) -> list[Any]:
+        """Rows still waiting for their day's models when the input ends."""
+        if not local or getattr(shard, "fb", None) is None:
+            return []
+        return _score_local(shard, [], s, clock, in_force, view, hold_ms, eof=True)
+
+    outcome = stateful_step("score", keyed, lambda: new_shard(s), score, snapshots, flush)
+    if local:
+        summaries = op.branch("fb_summary", outcome, lambda x: isinstance(x, FeedbackSummary))
+        outcome = summaries.falses
+        _local_feedback(s, summaries.trues, label_stream, len(keys), publish, snapshots)
     # An event whose scoring failed comes back as a dead letter (see score_batch).
     ok = op.branch("scored_ok", outcome, lambda x: isinstance(x, ScoredTransaction))
     _dead("score_dlq", ok.falses, dlq_sink)
     scored: Stream[ScoredTransaction] = ok.trues
-    if label_stream is not None:
+    if label_stream is not None and not local:
         scored = _feedback_steps(flow, s, scored, label_stream, in_force)
         keyed_final = op.key_on("final_shard", scored, lambda x: shard_of(x.txn.user_id, shards))
         scored = stateful_step("final", keyed_final, FinalDecisions, on_final, snapshots)
@@ -364,6 +420,85 @@ def _with_verdicts(
     if run:
         out += score(run)
     return out
+
+
+def _score_local(
+    shard: Shard,
+    batch: list[Any],
+    s: Settings,
+    clock: Callable[[], datetime],
+    in_force: Callable[[], ActivePolicy],
+    view: FeedbackView,
+    hold_ms: float,
+    eof: bool = False,
+) -> list[Any]:
+    """Score a shard's batch and finish each score on this worker (``local`` feedback):
+    labels go to the shard's pending examples first, verdicts in arrival order."""
+    fb = getattr(shard, "fb", None)
+    if fb is None:
+        fb = shard.fb = ShardFeedback()
+    rest = []
+    for x in batch:
+        if type(x) is MerchantLabel:
+            label_shard(fb, x)
+        else:
+            rest.append(x)
+    policy = in_force()
+    if any(type(x) is CardVerdict for x in rest):
+        rows = _with_verdicts(
+            shard, rest, hold_ms, lambda b: score_batch(shard, b, s, clock(), policy)
+        )
+    else:
+        rows = score_batch(shard, rest, s, clock(), policy) if rest else []
+    horizon_ms = DAY_MS + s.lateness_s * 1000.0
+    users = shard.users
+
+    def remember(row: ScoredTransaction) -> None:
+        user = users.get(row.txn.user_id)
+        if user is not None:
+            record(user, row, horizon_ms)
+
+    return finish_scores(fb, rows, view, s, policy, remember, eof)
+
+
+def _local_feedback(
+    s: Settings,
+    summaries: Stream[Any],
+    labels: Stream[MerchantLabel],
+    n_keys: int,
+    publish: Sink[Any],
+    snapshots: bool,
+) -> None:
+    """The slow half of the ``local`` loop: merchant counts and labels to merchant-keyed
+    aggregators, day examples to one trainer, what they publish to ``publish``."""
+    shards = s.shards
+    kind = op.branch("fb_kind", summaries, lambda x: type(x) is MerchantDay)
+    days = op.key_on("totals_key", kind.trues, lambda x: x.agg)
+    by_merchant = op.key_on("labels_key", labels, lambda x: merchant_key(x.merchant_id, shards))
+    both = op.merge("totals_in", days, by_merchant)
+
+    def totals(agg: MerchantTotals, batch: list[Any]) -> list[Any]:
+        return on_merchant_days(agg, batch, s)
+
+    def fresh_totals() -> MerchantTotals:
+        return MerchantTotals(shards=n_keys)
+
+    published = stateful_step("merchant_totals", both, fresh_totals, totals, snapshots)
+    if s.learner_weight > 0:
+        delay_ms, retrain_ms = s.label_delay_days * DAY_MS, s.learner_retrain_days * DAY_MS
+
+        def fresh() -> Trainer:
+            return Trainer(n_keys, delay_ms, retrain_ms)
+
+        examples = op.key_on("trainer_key", kind.falses, lambda _: "trainer")
+        models = stateful_step("trainer", examples, fresh, on_trainer, snapshots)
+        published = op.merge("publish_in", published, models)
+    op.output("publish", published, publish)
+
+
+def _own_view() -> tuple[FeedbackView, Sink[Any]]:
+    view = FeedbackView()
+    return view, CallbackSink(view.apply)
 
 
 def _feedback_input(
@@ -445,6 +580,12 @@ def kafka_flow(
     source = kafka_source(s, s.topic_transactions, tail)
     align = Alignment(source.list_parts(), workers) if s.align_partitions else None
     labels = kafka_source(s, s.topic_feedback, tail) if s.feedback_input else None
+    feedback = None
+    if labels is not None and s.feedback_topology == "local":
+        from dataflows.connectors.feedback_state import FeedbackFollower
+
+        follower = FeedbackFollower(s, FeedbackView()).start()
+        feedback = (follower.view, follower.publisher())
     if stop is not None:
         source = StoppableSource(source, stop)
         labels = None if labels is None else StoppableSource(labels, stop)
@@ -461,4 +602,5 @@ def kafka_flow(
         align=align,
         decision_sink=Encoded(kafka_sink(s, s.topic_decisions), decision_message),
         policy=policy if policy is not None else policy_feed(s).current_for(s),
+        feedback=feedback,
     )

@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         description="Compacted, one partition: the rule policy in force, read by every "
         "flow process (hot reload).",
     )
+    topic_feedback_state: str = Field(
+        "fraud-feedback-state",
+        min_length=1,
+        max_length=249,
+        description="Internal, compacted, one partition: merchant totals and learner models "
+        "published by the 'local' feedback loop, read by every flow process.",
+    )
     partitions: int = Field(
         12,
         ge=1,
@@ -337,6 +344,21 @@ class Settings(BaseSettings):
         le=365,
         description="Event time between refits of the learner's gradient-boosted model on "
         "its labelled history (0 = online logistic regression only).",
+    )
+    feedback_topology: Literal["funnel", "local"] = Field(
+        "funnel",
+        description="How the feedback loop runs: 'funnel' re-keys every scored transaction "
+        "by merchant, through one learner and back by user; 'local' finishes every score on "
+        "its own worker from published merchant totals and models (no per-event exchange). "
+        "Change it only on an empty recovery directory.",
+    )
+    feedback_wait_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="With the 'local' feedback topology, how long (wall clock) a scored row "
+        "may wait for the merchant totals and learner models of its day (0 = never: what "
+        "is published scores it); evaluations wait, so scores depend on event time only.",
     )
     learner_fit_background: bool = Field(
         False,

@@ -320,10 +320,10 @@ def _config_value(v: Any) -> Any:
 
 def topic_config(s: Settings, topic: str) -> tuple[int, dict[str, str]]:
     """Partitions and config ``topic`` is created with: the configured partitions, and
-    for the rules topic one compacted partition (one key, the policy in force; one
-    partition gives every reader one order of versions)."""
+    for the rules and feedback-state topics one compacted partition (the latest value of
+    each key; one partition gives every reader one order of versions)."""
     config = {"max.message.bytes": str(s.kafka_max_message_bytes)}
-    if topic == s.topic_rules:
+    if topic in (s.topic_rules, s.topic_feedback_state):
         return 1, {**config, "cleanup.policy": "compact"}
     return s.partitions, config
 
@@ -331,7 +331,7 @@ def topic_config(s: Settings, topic: str) -> tuple[int, dict[str, str]]:
 def create_topics(
     s: Settings, timeout_s: float = 15.0, only: Sequence[str] | None = None
 ) -> dict[str, str]:
-    """Create the six topics (see :func:`topic_config`), or ``only`` those; existing
+    """Create the seven topics (see :func:`topic_config`), or ``only`` those; existing
     ones are kept.
 
     Returns topic → "created" | "exists".  No brokers configured is a ConfigError; none
@@ -350,6 +350,7 @@ def create_topics(
         s.topic_feedback,
         s.topic_decisions,
         s.topic_rules,
+        s.topic_feedback_state,
     ]
     names = [t for t in names if only is None or t in only]
     try:

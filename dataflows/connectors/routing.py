@@ -141,6 +141,10 @@ class Alignment:
             self._keys[(topic, int(idx))] = f"p{key}.{salt}"
             self._counts[topic] = self._counts.get(topic, 0) + 1
 
+    def keys(self) -> list[str]:
+        """Every state key of this alignment (one per partition)."""
+        return sorted(set(self._keys.values()))
+
     def key_of(self, topic: str, partition: int) -> str | None:
         """The state key of events read from ``topic``/``partition`` (None if unknown)."""
         return self._keys.get((topic, partition))

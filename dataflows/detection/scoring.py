@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from dataflows.detection.anomaly import FEATURE_NAMES, ShardModel, scale_features
 from dataflows.detection.idempotency import compact, replay_of
@@ -69,6 +70,9 @@ class Shard:
     cal: Calibrator | None = None
     """Recent traffic's amounts and signal patterns' rates (made on first use: a
     snapshot from before calibration restores without it)."""
+    fb: Any = None
+    """The shard's side of the ``local`` feedback loop (:mod:`dataflows.detection.feedback`),
+    made on first use."""
 
 
 def new_shard(s: Settings) -> Shard:

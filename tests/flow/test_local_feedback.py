@@ -1,0 +1,256 @@
+"""The ``local`` feedback topology: merchant risk and the learner finished on every worker.
+
+What it must keep from the funnel: merchant risk exactly, labels never used before their
+delay, and a booster per UTC day.  What it adds: which model scores a row depends on
+event time only (with ``feedback_wait_s``), so 1 and 2 workers and any batch size give the
+same scores, and no scored transaction is re-keyed.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from dataflows.detection.feedback import (
+    QUIET_DAYS,
+    DayExamples,
+    FeedbackView,
+    MerchantDay,
+    MerchantTotal,
+    MerchantTotals,
+    ModelUpdate,
+    TotalsThrough,
+    Trainer,
+    _DaySample,
+    on_merchant_days,
+    on_trainer,
+)
+from dataflows.detection.learner import LEARNER_FEATURES
+from dataflows.detection.merchants import MerchantLabel, label_json
+from dataflows.flow import build_flow
+from schemas.settings import Settings
+from schemas.units import DAY_MS
+from tests.conftest import T0, fixed_clock, txn_bytes
+
+PER_DAY = 1500
+
+
+def _stream(days: int = 5, seed: int = 3) -> tuple[list[bytes], list[bytes]]:
+    """Users buying from 50 merchants; 5 % frauds of 700 USD, labelled up front; merchant
+    m7 goes bad on day 2 (every purchase there a fraud)."""
+    rng = random.Random(seed)
+    events, labels = [], []
+    for i in range(days * PER_DAY):
+        minute = i * 24 * 60 // PER_DAY
+        m = i % 50
+        fraud = rng.random() < 0.05 or (m == 7 and i >= 2 * PER_DAY)
+        amount = 700.0 if fraud else round(rng.uniform(5, 80), 2)
+        user = f"u{i % 300}"
+        events.append(
+            txn_bytes(
+                minute,
+                txn_id=f"t{i}",
+                user_id=user,
+                card_id=f"c{user}",
+                merchant_id=f"m{m}",
+                amount=amount,
+            )
+        )
+        if fraud:
+            labels.append(label_json(f"m{m}", T0 + timedelta(minutes=minute), f"t{i}"))
+    return events, labels
+
+
+def _run(
+    s: Settings, events: list[bytes], labels: list[bytes], batch: int = 100, workers: int = 1
+) -> dict[str, Any]:
+    rows: list[Any] = []
+    flow = build_flow(
+        s,
+        TestingSource(events, batch_size=batch),
+        TestingSink([]),
+        TestingSink(rows),
+        TestingSink([]),
+        clock=fixed_clock,
+        labels=TestingSource(labels, batch_size=1000),
+    )
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    assert len(rows) == len(events)
+    return {r.txn.txn_id: r for r in rows}
+
+
+@pytest.fixture
+def local(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"label_delay_days": 1.0, "feedback_topology": "local", "feedback_wait_s": 3600}
+    )
+
+
+LAST_DAY = 5 * PER_DAY - PER_DAY // 2
+"""The first event of the stream's last UTC day (it starts at noon)."""
+
+
+def _digest(rows: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """Scores of every row before the last day.  Rows still waiting when a finite input
+    ends take the newest model published by then, which depends on scheduling: only
+    the last day's rows wait that long here (the next day's models come with the next
+    day's events)."""
+    return {
+        k: (r.risk_score, r.decision, r.model_version, r.features["learned_p"])
+        for k, r in rows.items()
+        if int(k[1:]) < LAST_DAY
+    }
+
+
+def test_scores_depend_on_event_time_only_not_on_workers_or_batches(local: Settings) -> None:
+    """1 worker in batches of 100, 2 workers, and batches of 7: the same scores, and every
+    row of a UTC day scored by that day's booster (fitted at midnight on the days whose
+    labels the delay has released), none by a later one."""
+    events, labels = _stream()
+    one = _run(local, events, labels)
+    assert _digest(_run(local, events, labels, workers=2)) == _digest(one)
+    assert _digest(_run(local, events, labels, batch=7)) == _digest(one)
+    by_day: dict[int, set[str]] = {}
+    for r in one.values():
+        tag = r.model_version.split("+lr-v3")[1]
+        by_day.setdefault(int(r.txn.ts.timestamp() // 86_400), set()).add(tag)
+    # Six UTC days (the stream starts at noon); the first booster needs 50 frauds.
+    assert [by_day[d] for d in sorted(by_day)][:-1] == [
+        {""},
+        {""},
+        {""},
+        {"+gbm-g1"},
+        {"+gbm-g2"},
+    ] and by_day[max(by_day)] <= {"+gbm-g2", "+gbm-g3"}
+    late = [r for k, r in one.items() if int(k[1:]) >= 4 * PER_DAY]
+    frauds = [r.features["learned_p"] for r in late if r.txn.amount == 700.0]
+    legit = [r.features["learned_p"] for r in late if r.txn.amount != 700.0]
+    pairs = sum(f > g for f in frauds for g in legit) / (len(frauds) * len(legit))
+    assert pairs > 0.8, f"AUC of learned_p on the last day {pairs:.2f}"
+
+
+def test_merchant_risk_is_the_funnels_exactly(settings: Settings) -> None:
+    """Without the learner, both topologies give every row the same merchant features,
+    risk and decision: the totals a row reads closed a delay before it."""
+    s = settings.model_copy(update={"label_delay_days": 1.0, "learner_weight": 0.0})
+    events, labels = _stream(days=4)
+    funnel = _run(s, events, labels)
+    loc = s.model_copy(update={"feedback_topology": "local", "feedback_wait_s": 3600})
+    local = _run(loc, events, labels, workers=2)
+    keys = [f"merchant_{k}_{n}d" for k in ("frauds", "risk") for n in (1, 7, 30)]
+    for k, r in funnel.items():
+        o = local[k]
+        assert [o.features[f] for f in keys] == [r.features[f] for f in keys], k
+        assert (o.risk_score, o.decision) == (r.risk_score, r.decision), k
+    bad = [r for k, r in funnel.items() if r.txn.merchant_id == "m7" and int(k[1:]) > 3.5 * PER_DAY]
+    assert bad and all(any(x.code == "compromised_merchant" for x in r.reasons) for r in bad), (
+        "the bad merchant is caught once its labels are a delay old"
+    )
+
+
+def test_no_row_is_scored_by_a_model_that_saw_a_label_before_its_delay(local: Settings) -> None:
+    """Every booster generation is fitted on days that ended a delay before the first row
+    it scores (the fit's last day is in the log of ModelUpdate.through)."""
+    events, labels = _stream()
+    rows = _run(local, events, labels)
+    first: dict[str, float] = {}
+    for r in rows.values():
+        tag = r.model_version.split("+lr-v3")[1]
+        ts = r.txn.ts.timestamp() * 1000.0
+        first[tag] = min(first.get(tag, ts), ts)
+    # g1 is fitted on days 0..1 (day 2's labels are not all a day old until day 3 ends):
+    # its first row is at or after the start of day 3.
+    day0 = T0.timestamp() * 1000.0 // DAY_MS * DAY_MS
+    assert first["+gbm-g1"] >= day0 + 3 * DAY_MS
+    assert first["+gbm-g2"] >= day0 + 4 * DAY_MS
+
+
+def test_a_shard_sample_keeps_the_same_genuine_examples_in_any_order() -> None:
+    items = [(random.Random(i).getrandbits(32), f"t{i}", (float(i),)) for i in range(500)]
+    a, b = _DaySample(), _DaySample()
+    for p, t, x in items:
+        a.offer(p, t, x, 50)
+    for p, t, x in reversed(items):
+        b.offer(p, t, x, 50)
+    assert sorted(a.heap) == sorted(b.heap) and a.seen == b.seen == 500
+    assert sorted(-p for p, _, _ in a.heap) == sorted(p for p, _, _ in items)[:50]
+
+
+def _day(shard: str, day: int, frauds: int, genuine: int, seed: int = 0) -> DayExamples:
+    rng = random.Random(seed)
+    w = len(LEARNER_FEATURES)
+
+    def x(v: float) -> tuple[float, ...]:
+        return tuple([v] + [rng.random() for _ in range(w - 1)])
+
+    return DayExamples(
+        shard,
+        day,
+        tuple(x(5.0 + rng.random()) for _ in range(frauds)),
+        tuple((rng.getrandbits(32), x(rng.random())) for _ in range(genuine)),
+        genuine,
+    )
+
+
+def test_the_trainer_waits_for_every_shard_then_refits_and_publishes() -> None:
+    t = Trainer(shards=2, delay_ms=DAY_MS)
+    days = [
+        _day(shard, day, 30, 1500, seed)
+        for seed, (shard, day) in enumerate([("a", 9), ("b", 9), ("a", 10), ("b", 10)])
+    ]
+    out = on_trainer(t, days)
+    assert t.complete == 10 and t.generation == 1  # both shards sent day 10: a fit
+    # One model per day learned (day 9 alone is below MIN_EXAMPLES: no booster yet).
+    assert [(u.generation, u.through) for u in out] == [(0, 9.0), (1, 10.0)]
+    assert on_trainer(t, [_day("a", 11, 5, 100, 3)]) == []  # b has not sent day 11
+    assert t.complete == 10
+    assert on_trainer(t, [_day("a", 12, 5, 100, 4)]) == []  # b may just be a little behind
+    out = on_trainer(t, [_day("a", 13, 5, 100, 5)])  # QUIET_DAYS later: b is quiet
+    assert t.complete == 11 and out[0].through == 11.0 and out[0].generation == 2
+    # Restored from a snapshot (a new object), it publishes what it holds once.
+    back = pickle.loads(pickle.dumps(t))
+    again = on_trainer(back, [])
+    assert [(u.generation, u.through) for u in again] == [(2, 11.0)]
+    assert on_trainer(back, []) == []
+
+
+def test_merchant_totals_publish_a_day_once_every_shard_has_sent_it() -> None:
+    """Counts of two shards and a label: no totals until both shards sent the day, then
+    its totals and how far the complete days reach; a restored aggregator republishes."""
+    s = Settings()
+    agg = MerchantTotals(shards=2)
+    label = MerchantLabel("m1", 100 * DAY_MS + 5, "t1")
+    verdict = MerchantLabel("", 100 * DAY_MS, "t2")  # an analyst verdict: no merchant
+    first = on_merchant_days(agg, [MerchantDay("a", "3", 100, (("m1", 3),)), label, verdict], s)
+    assert first == [TotalsThrough("3", 100 - QUIET_DAYS)], "days before any data are known"
+    out = on_merchant_days(agg, [MerchantDay("b", "3", 100, (("m1", 4), ("m2", 1)))], s)
+    assert out == [
+        MerchantTotal("m1", 100, 7, 1),
+        MerchantTotal("m2", 100, 1, 0),
+        TotalsThrough("3", 100),
+    ]
+    # A late count on a complete day is published at once, alone.
+    late = on_merchant_days(agg, [MerchantDay("a", "3", 100, (("m2", 1),))], s)
+    assert late == [MerchantTotal("m2", 100, 2, 0)]
+    back = pickle.loads(pickle.dumps(agg))
+    assert set(on_merchant_days(back, [], s)) == {
+        MerchantTotal("m1", 100, 7, 1),
+        MerchantTotal("m2", 100, 2, 0),
+        TotalsThrough("3", 100),
+    }
+    view = FeedbackView()
+    view.aggregators = 2
+    view.apply([*out, ModelUpdate(None, None, 0, 99.0), ModelUpdate(None, None, 0, 98.0)])
+    assert view.merchants["m1"].txns == {100: 7} and view.model.through == 99.0
+    assert view.merchants_through == -math.inf, "one of two aggregator keys reported"
+    view.apply([TotalsThrough("5", 101)])
+    assert view.merchants_through == 100
