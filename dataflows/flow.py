@@ -31,7 +31,7 @@ import functools
 import pickle
 import zlib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import bytewax.operators as op
@@ -92,6 +92,8 @@ __all__ = [
 ]
 
 S = TypeVar("S")
+WAKE = timedelta(milliseconds=200)
+"""How soon a step holding rows for the feedback loop looks at them again."""
 Parsed = tuple[Transaction, Label | None, datetime]
 """A decoded event, its optional label and when it entered the system (ingested_at)."""
 
@@ -215,6 +217,17 @@ class StepLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
     def on_eof(self) -> tuple[list[Any], bool]:
         out = self.eof(self.state) if self.eof is not None else []
         return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        """Rows held for the feedback loop (``local``) are looked at again soon even when
+        no event comes: they may wait at most ``feedback_wait_s``."""
+        fb = getattr(self.state, "fb", None)
+        if fb is not None and fb.held:
+            return datetime.now(UTC) + WAKE
+        return None
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        return self.fn(self.state, []), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
         if not self.snapshots:

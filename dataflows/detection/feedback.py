@@ -412,9 +412,9 @@ def _count(fb: ShardFeedback, merchant_id: str, ts_ms: float) -> None:
 def _merchant_days_due(fb: ShardFeedback, s: Settings) -> list[MerchantDay]:
     """Per aggregator key, the counts of each day closed by now (the newest event minus
     the allowed lateness) and of late transactions on days already sent."""
+    if fb.now_ms == -math.inf or (not fb.counts and fb.counted_through is None):
+        return []  # no transaction yet (a shard that got only labels so far)
     closed = math.floor((fb.now_ms - s.lateness_s * 1000.0) / DAY_MS) - 1
-    if not fb.counts and fb.counted_through is None:
-        return []
     first = min(fb.counts) if fb.counted_through is None else fb.counted_through + 1
     days = sorted({*range(first, closed + 1), *(d for d in fb.counts if d <= closed)})
     out: list[MerchantDay] = []
@@ -459,7 +459,7 @@ def _examples_due(fb: ShardFeedback, s: Settings, oldest: float) -> list[DayExam
         for k in [k for k, t in labels.items() if t < oldest]:
             del labels[k]
     out: list[DayExamples] = []
-    if fb.next_day is None:
+    if fb.next_day is None or cutoff == -math.inf:
         return out
     done = math.floor(cutoff / DAY_MS) - 1  # the last day whose examples are all labelled
     while fb.next_day <= done:
