@@ -476,37 +476,51 @@ def scale_out_rows(s: Settings, cfg: BenchConfig) -> list[tuple[str, str, str]]:
     where = f"{SCALE_PARTITIONS} partitions aligned, feedback loop on"
     with scale_broker(base, n) as sb:
         for engine in cfg.scale_engines:
-            st = sb.model_copy(update={"hst_engine": engine})
             name = "River" if engine == "river" else engine
-            one = retried(lambda st=st: end_to_end_processes(st, n, 1))  # type: ignore[misc]
-            two = retried(lambda st=st: end_to_end_processes(st, n, 2))  # type: ignore[misc]
-            seen, secs = run_kafka(st, n, f"bench-plain-{engine}")
+            rates = {}
+            for topology in TOPOLOGIES:
+                st = sb.model_copy(update={"hst_engine": engine, "feedback_topology": topology})
+                one = retried(lambda st=st: end_to_end_processes(st, n, 1))  # type: ignore[misc]
+                two = retried(lambda st=st: end_to_end_processes(st, n, 2))  # type: ignore[misc]
+                rates[topology] = one.rate
+                out += [
+                    (
+                        f"3. broker → flow → alerts topic + chDB, {where} ({topology}), "
+                        f"{name}, 1 process",
+                        f"{one.rate:,.0f} events/s",
+                        f"{n:,} events pre-produced; timed from every process up to the last "
+                        f"event scored; {one.pickles:.2f} items pickled/event",
+                    ),
+                    (
+                        f"3. same ({topology}), {name}, 2 processes",
+                        f"{two.rate:,.0f} events/s",
+                        f"{two.rate / one.rate:.2f} × 1 process; "
+                        f"{goal(two.rate, SCALE_GOALS[engine])}; {two.pickles:.2f} items "
+                        "pickled/event (every exchange that crosses processes, detection and "
+                        "feedback steps alike)",
+                    ),
+                ]
+            seen, secs = run_kafka(
+                sb.model_copy(update={"hst_engine": engine}), n, f"bench-plain-{engine}"
+            )
             if seen != n:
                 raise RuntimeError(f"plain loop read {seen} of {n} events")
             plain = n / secs
-            out += [
-                (
-                    f"3. broker → flow → alerts topic + chDB, {where}, {name}, 1 process",
-                    f"{one.rate:,.0f} events/s",
-                    f"{n:,} events pre-produced; timed from every process up to the last "
-                    f"event scored; {one.pickles:.2f} items pickled/event",
-                ),
-                (
-                    f"3. same, {name}, 2 processes",
-                    f"{two.rate:,.0f} events/s",
-                    f"{two.rate / one.rate:.2f} × 1 process; {goal(two.rate, SCALE_GOALS[engine])};"
-                    f" {two.pickles:.2f} items pickled/event (every exchange that crosses "
-                    "processes, detection and feedback steps alike)",
-                ),
+            out.append(
                 (
                     f"3. plain confluent-kafka loop (no framework), broker → alerts topic, {name}",
                     f"{plain:,.0f} events/s",
-                    f"1 process, same topic, rows to a null sink (no decisions topic, no chDB, "
-                    f"no feedback steps); the flow end to end on 1 process is "
-                    f"{one.rate / plain:.2f} × this",
-                ),
-            ]
+                    "1 process, same topic, rows to a null sink (no decisions topic, no chDB, "
+                    "no feedback steps); the flow end to end on 1 process is "
+                    + ", ".join(f"{rates[k] / plain:.2f} × ({k})" for k in TOPOLOGIES)
+                    + " this",
+                )
+            )
     return out
+
+
+TOPOLOGIES = ("funnel", "local")
+"""Feedback-loop topologies measured end to end (see :mod:`dataflows.detection.feedback`)."""
 
 
 # --- leg 4: memory -----------------------------------------------------------------

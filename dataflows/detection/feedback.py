@@ -27,6 +27,7 @@ scores from the first batch after its publication.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 import math
@@ -231,8 +232,10 @@ class FeedbackView:
 
 
 def _priority(txn_id: str) -> int:
-    """A genuine example's sampling priority: the same on every worker and replay."""
-    return zlib.crc32(txn_id.encode())
+    """A genuine example's sampling priority: the same on every worker and replay, and
+    unrelated to the id's structure (crc32 is linear: over sequential ids its smallest
+    values pick a patterned subset)."""
+    return int.from_bytes(hashlib.blake2b(txn_id.encode(), digest_size=4).digest(), "little")
 
 
 @dataclass(slots=True)
