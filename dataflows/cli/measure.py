@@ -48,7 +48,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     # An evaluation must be reproducible: the booster is fitted in the step, never in a
     # background thread whose timing would decide which events it scores.
-    s = settings_of(args).model_copy(update={"learner_fit_background": False})
+    # With the local feedback loop, rows wait for their day's totals and models, so the
+    # scores depend on event time only (not on batches or workers).
+    s = settings_of(args).model_copy(
+        update={"learner_fit_background": False, "feedback_wait_s": 3600.0}
+    )
     root = Path(args.data) if args.data else s.data_dir
     if not (root / "fraud_handbook_simulated" / "transactions.parquet").exists():
         raise ConfigError(f"--data {root}: no fraud_handbook_simulated/transactions.parquet there")
@@ -106,6 +110,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
+    if args.only == "scale-out":
+        from dataflows.bench.flow import scale_out_rows
+
+        say(f"scale-out end to end, both feedback topologies ({cfg.scale_events:,} events)")
+        rows = scale_out_rows(s, cfg)
+        print("| leg | figure | notes |\n|---|---:|---|")
+        print("\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows))
+        return 0
     md = run_bench(s, cfg, command, say)
     print(md)
     if args.out:
@@ -198,6 +210,12 @@ def register_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="throughput, latency, memory and per-stage cost figures")
     p.add_argument("--quick", action="store_true", help="small legs, under a minute (CI smoke)")
     p.add_argument("--out", help="also write the Markdown table here (docs/benchmarks.md)")
+    p.add_argument(
+        "--only",
+        choices=["scale-out"],
+        help="run one leg and print its rows (scale-out: end to end on 1 and 2 processes, "
+        "both feedback topologies, and the plain Kafka loop)",
+    )
     add_common(p)
     p.set_defaults(fn=cmd_bench)
 

@@ -3,26 +3,32 @@
 The ``funnel`` topology re-keys every scored transaction by merchant, carries it through
 one learner key and re-keys it by user for the final decision: three exchanges per event,
 and one worker does the learner's work for all of them.  In the ``local`` topology each
-score step finishes its own scores against a :class:`FeedbackView` (delayed merchant
-totals and the learner's models in force), and only small, slow summaries travel:
+score step finishes its own scores against a :class:`FeedbackView` (merchant day totals
+and the learner's models, by the last day they know), and only day-sized summaries
+travel:
 
-* each shard counts its merchants' transactions per event day and sends a day's counts
-  once the day has closed (a late transaction after that, alone) to a merchant-keyed
-  **aggregator**, which also counts fraud labels and publishes the totals that changed;
+* each shard counts its merchants' transactions per event day and, once the day has
+  closed, sends the counts to merchant-keyed **aggregators** (one bundle per aggregator
+  key, empty or not: it also says the shard is done with the day; a late transaction
+  after that is sent alone).  An aggregator also counts fraud labels, and publishes a
+  day's totals once every shard has sent it;
 * each shard keeps its own examples until their label delay has passed (fraud labels are
   broadcast to every shard: they are few), then sends, per event day, every fraud and at
   most :data:`~dataflows.detection.gbm.GENUINE_PER_DAY` genuine examples (a bottom-k
   sample by a hash of the transaction id: the same whatever the arrival order) with how
-  many it saw, to one **trainer**, which learns the online model, keeps the labelled
-  history and refits the booster once every shard has sent a day (or a later one).
+  many it saw, to one **trainer**, which learns each day once every shard has sent it,
+  refits the booster at each retrain boundary and publishes one model update per day.
 
-Bytewax has no cycles, so what the aggregator and the trainer publish reaches the score
+Bytewax has no cycles, so what the aggregators and the trainer publish reaches the score
 steps outside the dataflow: through the view, which every worker of a process shares,
 and between processes through the feedback-state topic
-(:mod:`dataflows.connectors.feedback_state`).  Merchant windows end a whole day before
-``t - label_delay_days``, so the totals they read were complete long before they are
-read, on one worker or many, as long as no shard runs days ahead of another.  A booster
-scores from the first batch after its publication.
+(:mod:`dataflows.connectors.feedback_state`).  A row reads the totals and the models of
+the last whole day before ``t - label_delay_days`` (never a later model: no label is used
+before its delay).  With ``feedback_wait_s`` it waits for them (in order, in its shard),
+so what it reads depends on event time only: the same on one worker or many, in any
+batch size.  Without a wait (production) it reads what is published, which in real time
+is the same thing: a day's summaries are published seconds after the day closes, a label
+delay before any row needs them.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import numpy as np
 from dataflows.detection.fastlr import FastLogReg
 from dataflows.detection.gbm import GENUINE_PER_DAY, HISTORY_DAYS, Booster, fit_arrays
 from dataflows.detection.gbm import MIN_FRAUDS as GBM_MIN_FRAUDS
-from dataflows.detection.idempotency import compact
+from dataflows.detection.idempotency import FINAL_MEMORY, Compact, compact, replay_of
 from dataflows.detection.learner import (
     COMBINE,
     GBM_TAG,
@@ -67,7 +73,7 @@ from dataflows.detection.merchants import (
 )
 from dataflows.detection.policy import ActivePolicy
 from schemas.fields import compact_pickle
-from schemas.scored import ScoredTransaction
+from schemas.scored import Replayed, ScoredTransaction
 from schemas.settings import Settings
 from schemas.units import DAY_MS
 
@@ -270,6 +276,8 @@ class ShardFeedback:
     now_ms: float = -math.inf
     held: deque[tuple[Any, tuple[float, ...] | None, float, float]] = field(default_factory=deque)
     """Rows waiting for their day's models: (row, learner input, day needed, since)."""
+    finals: dict[str, Compact] = field(default_factory=dict)
+    """The last final decisions, oldest first: what replays are answered with."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     """Names the shard to the trainer, which counts the shards that have sent a day."""
 
@@ -290,7 +298,9 @@ def finish_scores(
 ) -> list[Any]:
     """Add merchant risk and the learner to a shard's scored rows, queue their examples,
     and append the summaries due (merchant counts of closed days, examples past their
-    delay).  ``remember(row)`` records each final decision for replays.
+    delay).  ``remember(row)`` records each final decision in the user's state; the
+    shard also keeps the last :data:`FINAL_MEMORY` final decisions, which answer replays
+    (a replay leaves after its first: rows leave in order), like the funnel's last step.
 
     A row reads what is known of the last whole day before ``t - label_delay_days``: it
     waits (in the shard, in order) until every aggregator has published that day's
@@ -311,6 +321,16 @@ def finish_scores(
         need = math.floor((ts_ms - delay_ms) / DAY_MS) - 1
         held.append([r, None, need, time.monotonic(), _TOTALS])
     out, oldest = _release(fb, view, s, policy, remember, eof)
+    finals = fb.finals
+    for i, r in enumerate(out):
+        if type(r) is ScoredTransaction:
+            finals[r.txn.txn_id] = compact(0.0, r)
+            if len(finals) > FINAL_MEMORY:
+                del finals[next(iter(finals))]
+        elif type(r) is Replayed:
+            first = finals.get(r.txn.txn_id)
+            if first is not None:
+                out[i] = replay_of(r.txn, r.label, r.ingested_at, first)
     out += _merchant_days_due(fb, s)
     if s.learner_weight > 0:
         out += _examples_due(fb, s, oldest)
