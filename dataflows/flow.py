@@ -14,7 +14,15 @@ A duplicate txn_id of a user is answered with its first decision (a ``Replayed``
 
 With a ``labels`` source (the feedback topic), analysts' verdicts also go to the score
 step, keyed like their user's transactions, and mark or clear the reviewed card
-(:mod:`dataflows.detection.verdicts`); they produce no row.
+(:mod:`dataflows.detection.verdicts`); they produce no row.  Merchant risk and the
+learner then finish each score either in steps keyed by merchant and by one learner key
+(``feedback_topology="funnel"``), or on the scoring worker itself from published totals
+and models (``"local"``, :mod:`dataflows.detection.feedback`)::
+
+    score ─┬─▶ rows (finished)                     labels ─┐
+           ├─▶ merchant counts by day ─▶ aggregators ◀─────┤
+           └─▶ examples by day ─▶ trainer                  └─▶ every shard
+                     aggregators, trainer ─▶ view (and feedback-state topic) ─▶ score
 
 Users are grouped into ``shards`` keyed by a stable crc32 (Python's ``hash()`` differs
 per process, which would scatter a user's state across a cluster).  A shard owns its

@@ -5,7 +5,8 @@ its own :class:`~dataflows.detection.feedback.FeedbackView`.  The merchant aggre
 the trainer run on some worker of some process; what they publish must reach every
 process.  Within a process the publication sink writes the view directly; it also
 produces each update to the ``fraud-feedback-state`` topic (one partition, compacted: key
-``m:<merchant>:<day>`` or ``model``, so the topic holds the latest of each), and every
+``m:<merchant>:<day>``, ``t:<aggregator key>`` or ``model:<day mod 32>``, so the topic
+holds the latest of each: the models of the last 32 days), and every
 process follows that topic in a daemon thread, applying the updates other processes made.
 
 Before a flow starts, its process reads the topic to its end: a restarted process (or a
@@ -18,6 +19,7 @@ not be writable by anyone else.
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import threading
 import time
@@ -29,7 +31,14 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from dataflows.connectors.kafka import consumer_config, create_topics, make_producer
-from dataflows.detection.feedback import FeedbackView, MerchantTotal, ModelUpdate, Update
+from dataflows.detection.feedback import (
+    MODELS_KEPT,
+    FeedbackView,
+    MerchantTotal,
+    ModelUpdate,
+    TotalsThrough,
+    Update,
+)
 from schemas.settings import Settings
 
 __all__ = ["ORIGIN", "FeedbackFollower", "StatePublisher", "decode_update", "encode_update"]
@@ -41,10 +50,14 @@ ORIGIN = "origin"
 
 
 def key_of(u: Update) -> bytes:
-    """The compaction key: one merchant's day, or the models in force."""
+    """The compaction key: one merchant's day, how far an aggregator key's days reach,
+    or the models by the last day they know (a row takes the newest it may use)."""
     if type(u) is MerchantTotal:
         return f"m:{u.merchant_id}:{u.day}".encode()
-    return b"model"
+    if type(u) is TotalsThrough:
+        return f"t:{u.agg}".encode()
+    slot = int(u.through) % MODELS_KEPT if math.isfinite(u.through) else -1
+    return f"model:{slot}".encode()
 
 
 def encode_update(u: Update) -> bytes:
@@ -53,7 +66,7 @@ def encode_update(u: Update) -> bytes:
 
 def decode_update(value: bytes) -> Update:
     u = pickle.loads(zlib.decompress(value))
-    if type(u) not in (MerchantTotal, ModelUpdate):
+    if type(u) not in (MerchantTotal, ModelUpdate, TotalsThrough):
         raise TypeError(f"not a feedback update: {type(u).__name__}")
     return u
 

@@ -20,7 +20,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from confluent_kafka.admin import AdminClient
 
 from clickhouse.store import Store
-from dataflows.connectors.kafka import make_producer, produce_all
+from dataflows.connectors.kafka import create_topics, make_producer, produce_all
 from dataflows.flow import build_flow
 from dataflows.services.cluster import ClusterPlan, Supervisor, free_ports, init_recovery
 from schemas.settings import Settings
@@ -63,6 +63,9 @@ def test_two_processes_score_like_one_worker(
     events, labels = _stream()
     ref = _reference(s.model_copy(update=local), events, labels)
 
+    # A message no flow process wrote (not a pickle of an update) is ignored, not fatal.
+    create_topics(s.model_copy(update={"topic_feedback_state": state_topic}), only=[state_topic])
+    produce_all(make_producer(s), state_topic, [(b"model", b"not an update")])
     keyed = [(orjson.loads(e)["user_id"].encode(), e) for e in events]
     produce_all(make_producer(s), s.topic_transactions, keyed)
     produce_all(make_producer(s), s.topic_feedback, [(None, x) for x in labels])
