@@ -28,9 +28,9 @@ import zlib
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer
 
-from dataflows.connectors.kafka import consumer_config, create_topics, make_producer
+from dataflows.connectors.kafka import create_topics, follower, make_producer
 from dataflows.detection.feedback import (
     MODELS_KEPT,
     FeedbackView,
@@ -124,16 +124,7 @@ class FeedbackFollower:
         return StatePublisher(self.view, self.s, self.token)
 
     def _consumer(self) -> Consumer:
-        cfg = consumer_config(self.s, f"{self.s.consumer_group}-feedback-state")
-        cfg |= {
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": int(self.poll_s * 1000),
-        }
-        c = Consumer(cfg)
-        c.assign([TopicPartition(self.s.topic_feedback_state, 0, OFFSET_BEGINNING)])
-        return c
+        return follower(self.s, self.s.topic_feedback_state, "feedback-state", self.poll_s)
 
     def _take(self, m: Any, own_too: bool) -> None:
         if not own_too and (ORIGIN, self.token) in (m.headers() or []):

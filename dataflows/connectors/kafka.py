@@ -20,7 +20,14 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.errors import ConfigError, FraudError
@@ -109,6 +116,23 @@ def consumer_config(s: Settings, group: str | None = None) -> dict[str, Any]:
     if group is not None:
         cfg |= {"bootstrap.servers": s.brokers, "group.id": group}
     return cfg
+
+
+def follower(s: Settings, topic: str, group: str, poll_s: float) -> Consumer:
+    """A consumer of ``topic``'s one partition from its beginning, for a process that
+    follows a small compacted topic (rules, feedback state): partition-EOF events mark
+    its end, nothing is committed, and a long-poll fetch of ``poll_s`` bounds how long a
+    new message waits on the broker (tansu holds a fetch this long)."""
+    cfg = consumer_config(s, f"{s.consumer_group}-{group}")
+    cfg |= {
+        "enable.partition.eof": True,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": int(poll_s * 1000),
+    }
+    c = Consumer(cfg)
+    c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    return c
 
 
 def kafka_source(s: Settings, topic: str, tail: bool) -> KafkaSource:

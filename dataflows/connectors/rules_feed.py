@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError
 
 from dataflows.connectors import metrics
-from dataflows.connectors.kafka import consumer_config, create_topics, make_producer
+from dataflows.connectors.kafka import create_topics, follower, make_producer
 from dataflows.detection.policy import ActivePolicy, activate, default_active
 from schemas.errors import FraudError
 from schemas.rules import Policy, decode_policy, encode_policy
@@ -162,18 +162,7 @@ class PolicyFeed:
     # --- start: catch up before the flow runs ---------------------------------------
 
     def _consumer(self) -> Consumer:
-        cfg = consumer_config(self.s, f"{self.s.consumer_group}-rules")
-        cfg |= {
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            # one small topic: a long-poll fetch, not one every few ms; it bounds how
-            # long a new version waits on the broker (tansu holds a fetch this long)
-            "fetch.wait.max.ms": int(self.poll_s * 1000),
-        }
-        c = Consumer(cfg)
-        c.assign([TopicPartition(self.s.topic_rules, 0, OFFSET_BEGINNING)])
-        return c
+        return follower(self.s, self.s.topic_rules, "rules", self.poll_s)
 
     def _catch_up(self, c: Consumer, deadline: float) -> bool:
         """Apply every message up to the end of the topic; False if the end was not
