@@ -274,8 +274,9 @@ class ShardFeedback:
     counted_through: int | None = None
     """Days up to this one have had their merchant counts sent."""
     now_ms: float = -math.inf
-    held: deque[tuple[Any, tuple[float, ...] | None, float, float]] = field(default_factory=deque)
-    """Rows waiting for their day's models: (row, learner input, day needed, since)."""
+    held: deque[list[Any]] = field(default_factory=deque)
+    """Rows waiting for their day's totals or models, oldest first: [row, learner input,
+    day needed, since when (monotonic), what it waits for]."""
     finals: dict[str, Compact] = field(default_factory=dict)
     """The last final decisions, oldest first: what replays are answered with."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
