@@ -30,7 +30,7 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from dataflows.connectors.kafka import create_topics, follower, make_producer
+from dataflows.connectors.kafka import create_topics, follower, make_producer, read_to_end
 from dataflows.detection.feedback import (
     MODELS_KEPT,
     FeedbackView,
@@ -143,18 +143,14 @@ class FeedbackFollower:
         create_topics(self.s, only=[self.s.topic_feedback_state])
         c = self._consumer()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            m = c.poll(self.poll_s)
-            if m is None:
-                continue
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    break
-                log.warning("feedback-state: %s", err)
-                continue
+
+        def take(m: Any) -> None:
             self._take(m, own_too=True)
-        else:
+
+        def warn(err: KafkaError) -> None:
+            log.warning("feedback-state: %s", err)
+
+        if not read_to_end(c, deadline, self.poll_s, take, warn):
             log.warning("feedback-state: end not reached in %.0f s; following on", timeout_s)
         log.info("feedback state caught up: %d updates", self.applied)
         self._thread = threading.Thread(

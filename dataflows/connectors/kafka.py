@@ -135,6 +135,30 @@ def follower(s: Settings, topic: str, group: str, poll_s: float) -> Consumer:
     return c
 
 
+def read_to_end(
+    c: Consumer,
+    deadline: float,
+    poll_s: float,
+    take: Callable[[Any], None],
+    on_error: Callable[[KafkaError], None],
+) -> bool:
+    """Hand every message of a :func:`follower`'s partition to ``take`` up to its end;
+    False if the end was not reached by ``deadline`` (the partition's EOF event marks it:
+    high watermarks are not reliable on every broker)."""
+    while time.monotonic() < deadline:
+        m = c.poll(poll_s)
+        if m is None:
+            continue
+        err = m.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                return True
+            on_error(err)
+            continue
+        take(m)
+    return False
+
+
 def kafka_source(s: Settings, topic: str, tail: bool) -> KafkaSource:
     """Every partition of ``topic`` from the recovered position (or the beginning); a
     consumer error on one message is handed to the flow (a dead letter), never raised."""

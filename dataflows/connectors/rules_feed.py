@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError
 
 from dataflows.connectors import metrics
-from dataflows.connectors.kafka import create_topics, follower, make_producer
+from dataflows.connectors.kafka import create_topics, follower, make_producer, read_to_end
 from dataflows.detection.policy import ActivePolicy, activate, default_active
 from schemas.errors import FraudError
 from schemas.rules import Policy, decode_policy, encode_policy
@@ -166,20 +166,12 @@ class PolicyFeed:
 
     def _catch_up(self, c: Consumer, deadline: float) -> bool:
         """Apply every message up to the end of the topic; False if the end was not
-        reached by ``deadline`` (the partition's EOF event marks it: high watermarks
-        are not reliable on every broker)."""
-        while time.monotonic() < deadline:
-            m = c.poll(self.poll_s)
-            if m is None:
-                continue
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    return True
-                self._log_error(err)
-                continue
+        reached by ``deadline``."""
+
+        def take(m: Any) -> None:
             self.offer(m.value(), f"{self.s.topic_rules} offset {m.offset()}")
-        return False
+
+        return read_to_end(c, deadline, self.poll_s, take, self._log_error)
 
     def reconcile(self, store: Store) -> None:
         """Adopt the version in force in ClickHouse when the topic is behind it, and
