@@ -49,7 +49,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from dataflows.connectors import metrics
-from dataflows.connectors.encoded import Encoded
+from dataflows.connectors.encoded import Encoded, place
 from dataflows.connectors.kafka import (
     alert_message,
     decision_message,
@@ -92,6 +92,7 @@ __all__ = [
     "build_flow",
     "kafka_flow",
     "parse_message",
+    "row_part",
     "shard_of",
     "stateful_step",
     "tune_gc",
@@ -402,10 +403,24 @@ def build_flow(
         _emit("decisions_out", op.map("decisions", scored, Decision.from_scored), decision_sink)
     scored = op.filter("first_seen", scored, lambda x: type(x) is not Replayed)
     scored = op.flat_map_batch("count_scored", scored, metrics.count_scored)
+    if align is not None:
+        row_sink = place(row_sink, row_part(align), align.size)
     _emit("rows", scored, row_sink)
     alerts = op.filter_map("alerts", scored, lambda x: Alert.from_scored(x) if x.flagged else None)
     _emit("alerts_out", alerts, alert_sink)
     return flow
+
+
+def row_part(align: Alignment) -> Callable[[str], int]:
+    """The sorted index of the source partition producers put ``user_id``'s events in
+    (keyed by user id, as every producer here does): the row sink partition on the
+    worker that reads and scores them (see :meth:`ClickHouseSink.placed`)."""
+
+    def part_of(user_id: str) -> int:
+        i = align.index_of_user(user_id)
+        return i if i is not None else zlib.adler32(user_id.encode())
+
+    return part_of
 
 
 def verdict_key_of(user_id: str, shards: int, align: Alignment | None) -> str:

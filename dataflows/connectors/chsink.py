@@ -22,6 +22,8 @@ insert the same keys again; the tables and queries de-duplicate them.
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import queue
 import threading
@@ -266,11 +268,33 @@ class _Partition(StatefulSinkPartition[ScoredTransaction, None]):
             self.store.close()
 
 
+class _Slot(StatefulSinkPartition[ScoredTransaction, None]):
+    """One partition of :class:`ClickHouseSink`.  The partitions a worker owns share one
+    writer (buffer, client, insert thread), so owning many costs nothing per partition."""
+
+    def __init__(self, shared: _Partition, release: Callable[[], None]) -> None:
+        self.shared, self.release = shared, release
+
+    def write_batch(self, values: list[ScoredTransaction]) -> None:
+        self.shared.write_batch(values)
+
+    def wait(self) -> None:
+        self.shared.wait()
+
+    def snapshot(self) -> None:
+        self.shared.snapshot()
+
+    def close(self) -> None:
+        self.release()
+
+
 class ClickHouseSink(FixedPartitionedSink[ScoredTransaction, None]):
     """Writes scored transactions and their alerts to ClickHouse.
 
-    ``parts`` writers (each its own client and buffer) share the rows by user id; one
-    writer inserts >100k rows/s, so more are only useful on a multi-process cluster.
+    It has ``parts`` partitions, and one writer (client, buffer, insert thread) per
+    worker that owns any.  By default rows go to a partition by user id; one writer
+    inserts >100k rows/s.  On a cluster, :meth:`placed` keeps each row on the worker
+    that scored it instead of sending it to another process to be written.
     """
 
     def __init__(
@@ -284,6 +308,7 @@ class ClickHouseSink(FixedPartitionedSink[ScoredTransaction, None]):
         policy: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
+        part_of: Callable[[str], int] | None = None,
     ) -> None:
         self.background = background
         self.url = url
@@ -293,11 +318,40 @@ class ClickHouseSink(FixedPartitionedSink[ScoredTransaction, None]):
         self.parts = parts
         self.policy = policy or RetryPolicy()
         self.clock = clock
+        self.part_of = part_of
+        self._writers: dict[int, list[Any]] = {}  # worker thread -> [writer, partitions]
+        self._lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
         return [f"clickhouse-{i}" for i in range(self.parts)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
+    def part_fn(self, item_key: str) -> int:
+        return self.part_of(item_key) if self.part_of is not None else super().part_fn(item_key)
+
+    def placed(self, part_of: Callable[[str], int], parts: int) -> ClickHouseSink:
+        """This sink with ``parts`` partitions, the row of user ``u`` written by the
+        ``part_of(u)``-th in sorted order.  bytewax deals sink partitions to workers like
+        source partitions (round-robin in sorted order, pinned by
+        ``tests/unit/test_routing.py``), so with one partition per source partition and
+        ``part_of`` the index of the user's, a row is written on the worker that read
+        and scored it, for any number of workers; a row placed elsewhere is still
+        written, only after crossing.  The count stays fixed when workers are added, as
+        the recovery store's partition keys require."""
+        out = copy.copy(self)
+        out.parts, out.part_of = parts, part_of
+        out._writers, out._lock = {}, threading.Lock()
+        return out
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Slot:
+        worker = threading.get_ident()  # bytewax builds a worker's partitions on its thread
+        with self._lock:
+            entry = self._writers.get(worker)
+            if entry is None:
+                entry = self._writers[worker] = [self._writer(), 0]
+            entry[1] += 1
+        return _Slot(entry[0], functools.partial(self._release, worker))
+
+    def _writer(self) -> _Partition:
         return _Partition(
             Store(self.url, self.database),
             self.rows,
@@ -306,6 +360,15 @@ class ClickHouseSink(FixedPartitionedSink[ScoredTransaction, None]):
             self.clock,
             self.background,
         )
+
+    def _release(self, worker: int) -> None:
+        with self._lock:
+            entry = self._writers[worker]
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del self._writers[worker]
+        entry[0].close()
 
 
 def _keyed(s: ScoredTransaction) -> tuple[str, ScoredTransaction]:

@@ -129,12 +129,15 @@ class Alignment:
 
     def __init__(self, part_keys: list[str], workers: int) -> None:
         self.workers = workers
+        self.size = len(part_keys)
         ordered = sorted(part_keys)
         self._keys: dict[tuple[str, int], str] = {}
+        self._index: dict[tuple[str, int], int] = {}
         self._counts: dict[str, int] = {}
         for key in part_keys:
             owner = ordered.index(key) % workers
             idx, _, topic = key.partition("-")
+            self._index[(topic, int(idx))] = ordered.index(key)
             salt = 0
             while route(f"p{key}.{salt}", workers) != owner:
                 salt += 1
@@ -154,7 +157,18 @@ class Alignment:
         (as every producer here does) to the one topic of this alignment: where a
         message about the user that did not come through the source (an analyst's
         verdict) must go to meet the user's state.  None with several topics."""
+        where = self._partition_of_user(user_id)
+        return None if where is None else self._keys.get(where)
+
+    def index_of_user(self, user_id: str) -> int | None:
+        """The position, in sorted order of the source's partition keys, of the partition
+        ``user_id``'s events are produced to (None with several topics): bytewax deals
+        partitions round-robin in that order, so it says which worker reads them."""
+        where = self._partition_of_user(user_id)
+        return None if where is None else self._index.get(where)
+
+    def _partition_of_user(self, user_id: str) -> tuple[str, int] | None:
         if len(self._counts) != 1:
             return None
         ((topic, n),) = self._counts.items()
-        return self._keys.get((topic, keyed_partition(user_id.encode(), n)))
+        return topic, keyed_partition(user_id.encode(), n)

@@ -4,16 +4,25 @@ saving the exchange otherwise; correctness never depends on it)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import DynamicSink, StatefulSinkPartition, StatelessSinkPartition
 from bytewax.testing import TestingSource, cluster_main
 
-from dataflows.connectors.routing import aligned_key, partition_owner, route
+from dataflows.connectors.chsink import ClickHouseSink
+from dataflows.connectors.routing import (
+    Alignment,
+    aligned_key,
+    keyed_partition,
+    partition_owner,
+    route,
+)
+from dataflows.flow import row_part
 
 
 class _Where(DynamicSink[Any]):
@@ -43,6 +52,9 @@ def _key_workers(keys: list[str], workers: int) -> dict[str, int]:
     return out
 
 
+_READ_ON: dict[str, int] = {}  # source partition -> thread (worker) that read it
+
+
 class _OnePart(StatefulSourcePartition[str, None]):
     def __init__(self, part: str) -> None:
         self.part: str | None = part
@@ -51,6 +63,7 @@ class _OnePart(StatefulSourcePartition[str, None]):
         if self.part is None:
             raise StopIteration
         part, self.part = self.part, None
+        _READ_ON[part] = threading.get_ident()
         return [part]
 
     def snapshot(self) -> None:
@@ -98,3 +111,65 @@ def test_aligned_keys_land_where_their_partition_is_read(workers: int) -> None:
     landed = _key_workers(keys, workers)
     for p, k in enumerate(keys):
         assert landed[k] == partition_owner(p, "transactions", 12, workers)
+
+
+class _WrittenOn(StatefulSinkPartition[Any, None]):
+    def __init__(self, out: dict[Any, int]) -> None:
+        self.out = out
+
+    def write_batch(self, values: list[Any]) -> None:
+        for v in values:
+            self.out[v] = threading.get_ident()
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _RecordingRows(ClickHouseSink):
+    """The row sink's partitioning (list_parts, part_fn, placed) with a recording writer."""
+
+    def __init__(self, out: dict[Any, int]) -> None:
+        super().__init__("http://unused", "db", 1, 1.0)
+        self.out = out
+
+    built = 0
+
+    def _writer(self) -> Any:
+        _RecordingRows.built += 1
+        return _WrittenOn(self.out)
+
+
+@pytest.mark.parametrize(("partitions", "workers"), [(12, 1), (12, 2), (12, 5), (24, 4), (7, 3)])
+def test_placed_rows_are_written_on_the_worker_that_read_them(
+    partitions: int, workers: int
+) -> None:
+    """The row sink placed with one partition per source partition: every item is
+    written on the thread (worker) that read its source partition, for any number of
+    workers, and one writer per worker serves all the partitions it owns."""
+    parts = [f"{p}-tx" for p in range(partitions)]
+    align = Alignment(parts, workers)
+
+    def part_of(part: str) -> int:
+        return sorted(parts).index(part)
+
+    written: dict[Any, int] = {}
+    sink = _RecordingRows(written).placed(part_of, align.size)
+    flow = Dataflow("placed")
+    keyed = op.map("key", op.input("in", flow, _Parts(parts)), lambda p: (p, p))
+    op.output("o", keyed, sink)
+    _READ_ON.clear()
+    _RecordingRows.built = 0
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    assert set(written) == set(parts)
+    assert written == {p: _READ_ON[p] for p in parts}
+    assert len(set(written.values())) == workers
+    assert _RecordingRows.built == workers, "one writer per worker"
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_a_users_rows_go_to_the_sink_partition_of_its_source_partition(workers: int) -> None:
+    parts = [f"{p}-transactions" for p in range(12)]
+    part_of = row_part(Alignment(parts, workers))
+    for uid in [f"u{i}" for i in range(300)] + ["", "ü"]:
+        p = keyed_partition(uid.encode(), 12)
+        assert part_of(uid) == sorted(parts).index(f"{p}-transactions"), uid
