@@ -11,14 +11,15 @@ against a real cluster run, so an upgrade that changes them fails loudly):
   order of their keys (``"{partition}-{topic}"`` for Kafka, sorted as strings).
 
 :func:`aligned_key` picks, for a Kafka partition, a state key that routes to the worker
-reading that partition.  Correctness never depends on it: a partition's events always get
-the same key, so per-user state is exact; only the crossing is avoided.
+reading that partition, the same key for every worker count that divides the partition
+count (so a restart on more or fewer processes finds the state).  Correctness never
+depends on it: a partition's events always get the same key, so per-user state is
+exact; only the crossing is avoided.
 """
 
 from __future__ import annotations
 
 import zlib
-from functools import lru_cache
 
 __all__ = [
     "Alignment",
@@ -100,7 +101,29 @@ def partition_owner(partition: int, topic: str, partitions: int, workers: int) -
     return keys.index(f"{partition}-{topic}") % workers
 
 
-@lru_cache(maxsize=4096)
+PORTABLE_UP_TO = 256
+"""Partition counts up to this get state keys that hold for every worker count dividing
+them (finding one costs ~``partitions`` hashes per partition)."""
+
+
+def _salted(name: str, index: int, size: int, workers: int) -> str:
+    """``name`` salted so bytewax routes it to worker ``index % workers``, the one that
+    reads the ``index``-th of ``size`` partitions in sorted order.
+
+    When ``workers`` divides ``size`` the salt makes ``route(key, size) == index``,
+    which implies the same for every divisor of ``size``: the key does not depend on
+    the number of workers, so a restart on another divisor (12 partitions: 1, 2, 3, 4,
+    6 or 12 workers) finds each partition's state under the key its events now use.
+    """
+    modulus, target = (workers, index % workers)
+    if size % workers == 0 and size <= PORTABLE_UP_TO:
+        modulus, target = size, index
+    salt = 0
+    while route(f"{name}.{salt}", modulus) != target:
+        salt += 1
+    return f"{name}.{salt}"
+
+
 def aligned_key(partition: int, topic: str, partitions: int, workers: int) -> str:
     """A state key for ``partition`` that bytewax routes to the worker reading it.
 
@@ -108,13 +131,10 @@ def aligned_key(partition: int, topic: str, partitions: int, workers: int) -> st
     >>> route(k, 2) == partition_owner(5, "transactions", 12, 2)
     True
     """
-    owner = partition_owner(partition, topic, partitions, workers)
-    salt = 0
-    while True:
-        key = f"p{partition}.{salt}"
-        if route(key, workers) == owner:
-            return key
-        salt += 1
+    parts = [f"{p}-{topic}" for p in range(partitions)]
+    key = Alignment(parts, workers).key_of(topic, partition)
+    assert key is not None
+    return key
 
 
 class Alignment:
@@ -135,13 +155,11 @@ class Alignment:
         self._index: dict[tuple[str, int], int] = {}
         self._counts: dict[str, int] = {}
         for key in part_keys:
-            owner = ordered.index(key) % workers
             idx, _, topic = key.partition("-")
             self._index[(topic, int(idx))] = ordered.index(key)
-            salt = 0
-            while route(f"p{key}.{salt}", workers) != owner:
-                salt += 1
-            self._keys[(topic, int(idx))] = f"p{key}.{salt}"
+            self._keys[(topic, int(idx))] = _salted(
+                f"p{key}", ordered.index(key), self.size, workers
+            )
             self._counts[topic] = self._counts.get(topic, 0) + 1
 
     def keys(self) -> list[str]:

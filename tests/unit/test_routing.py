@@ -104,7 +104,7 @@ def test_source_partitions_are_dealt_in_sorted_order(partitions: int, workers: i
     }
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 5, 6, 12])
 def test_aligned_keys_land_where_their_partition_is_read(workers: int) -> None:
     keys = [aligned_key(p, "transactions", 12, workers) for p in range(12)]
     assert len(set(keys)) == 12, "one state key per partition"
@@ -173,3 +173,16 @@ def test_a_users_rows_go_to_the_sink_partition_of_its_source_partition(workers: 
     for uid in [f"u{i}" for i in range(300)] + ["", "ü"]:
         p = keyed_partition(uid.encode(), 12)
         assert part_of(uid) == sorted(parts).index(f"{p}-transactions"), uid
+
+
+def test_aligned_keys_are_the_same_for_every_divisor_of_the_partition_count() -> None:
+    """A restart on 1, 2, 3, 4, 6 or 12 workers finds each partition's state under the
+    key its events use (bytewax moves snapshotted keys to where they now route)."""
+    for partitions, divisors in ((12, (1, 2, 3, 4, 6, 12)), (24, (1, 2, 3, 4, 6, 8, 12, 24))):
+        keys = {
+            w: [aligned_key(p, "tx", partitions, w) for p in range(partitions)] for w in divisors
+        }
+        assert all(k == keys[1] for k in keys.values()), partitions
+        for w in divisors:
+            for p, k in enumerate(keys[w]):
+                assert route(k, w) == partition_owner(p, "tx", partitions, w)
