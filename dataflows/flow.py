@@ -126,7 +126,9 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-def parse_message(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Parsed | DeadLetter:
+def parse_message(
+    item: Any, max_bytes: int, now: Callable[[], datetime], max_lead_s: float = 0.0
+) -> Parsed | DeadLetter:
     """Decode one input item (raw bytes/str, or a Kafka message with key/value/offset)
     into a parsed event or a dead letter with a reason code: the guarded boundary.
 
@@ -136,7 +138,7 @@ def parse_message(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Par
     again on every restart at the same offset.
     """
     try:
-        return _parse(item, max_bytes, now)
+        return _parse(item, max_bytes, now, max_lead_s)
     except Exception as e:
         topic, part, offset = _origin(item)
         err = DecodeError("internal_error", f"decoder failed: {_summary(e)}")
@@ -145,7 +147,9 @@ def parse_message(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Par
         return DeadLetter.of(err, _as_bytes(key), _as_bytes(value), topic, part, offset, now())
 
 
-def _parse(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Parsed | DeadLetter:
+def _parse(
+    item: Any, max_bytes: int, now: Callable[[], datetime], max_lead_s: float
+) -> Parsed | DeadLetter:
     ingested: datetime | None = None
     if isinstance(item, bytes | str) or item is None:
         key, value = None, item
@@ -159,6 +163,15 @@ def _parse(item: Any, max_bytes: int, now: Callable[[], datetime]) -> Parsed | D
     res = decode_event(value, max_bytes)
     if isinstance(res, DecodeError):
         return DeadLetter.of(res, _as_bytes(key), _as_bytes(value), *_origin(item), now())
+    if max_lead_s > 0 and ingested is not None:
+        lead = (res[0].ts - ingested).total_seconds()
+        if lead > max_lead_s:
+            err = DecodeError(
+                "future_timestamp",
+                f"ts is {lead:.0f} s after the message's timestamp (at most {max_lead_s:g})",
+                "ts",
+            )
+            return DeadLetter.of(err, _as_bytes(key), _as_bytes(value), *_origin(item), now())
     return (res[0], res[1], ingested or now())
 
 
@@ -321,7 +334,7 @@ def build_flow(
     """
     flow = Dataflow(flow_id)
     raw = op.input("input", flow, source)
-    max_bytes = s.max_message_bytes
+    max_bytes, max_lead = s.max_message_bytes, s.max_event_lead_s
 
     shards = s.shards
 
@@ -330,7 +343,7 @@ def build_flow(
         metrics.count_read(items)
         out: list[tuple[str, Parsed] | DeadLetter] = []
         for item in items:
-            p = parse_message(item, max_bytes, clock)
+            p = parse_message(item, max_bytes, clock, max_lead)
             if isinstance(p, DeadLetter):
                 out.append(p)
                 continue

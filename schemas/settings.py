@@ -168,6 +168,15 @@ class Settings(BaseSettings):
     )
     consumer_group: str = Field("fraud-dataflow", min_length=1)
     max_message_bytes: int = Field(16_384, ge=512, le=10_485_760)
+    max_event_lead_s: float = Field(
+        0.0,
+        ge=0,
+        le=10 * 365 * 86_400,
+        description="Dead-letter (future_timestamp) a Kafka message whose event time is "
+        "more than this many seconds after the message's own timestamp: a clock error, "
+        "which would otherwise drag stream time (windows, closed days) ahead. 0 = no "
+        "bound (replays of history and generated streams stamped ahead of now pass).",
+    )
     kafka_fetch_wait_ms: int = Field(
         10,
         ge=1,

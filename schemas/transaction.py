@@ -43,6 +43,10 @@ ACCEPTED_VERSIONS = (1, 2)
 CHANNELS = ("pos", "ecom", "atm")
 MAX_AMOUNT = 1e9
 """Larger amounts are data errors, not purchases."""
+TS_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+TS_MAX = datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+"""Event times outside what ClickHouse's DateTime64 stores are data errors: refused, they
+can neither fail an insert nor drag stream time centuries ahead."""
 MAX_MESSAGE_BYTES = 16_384
 """A transaction is ~400 bytes; anything 40x larger is refused before parsing."""
 
@@ -50,6 +54,7 @@ _ID = "Opaque identifier, 1-64 characters."
 
 TRANSACTION_SPECS: tuple[FieldSpec, ...] = (
     FieldSpec("txn_id", "id", "String", "Unique transaction id. " + _ID),
+    # also refused outside [TS_MIN, TS_MAX] (the published v1/v2 text stays as it is)
     FieldSpec("ts", "ts", "DateTime64(3, 'UTC')", "Event time, ISO-8601 with a UTC offset."),
     FieldSpec("user_id", "id", "String", "Account holder. " + _ID),
     FieldSpec("card_id", "id", "String", "Card used. " + _ID),
@@ -218,6 +223,10 @@ def _check(spec: FieldSpec, value: Any) -> Any:
             raise _Invalid("invalid_timestamp", f"{name}={value!r} is not ISO-8601", name) from None
         if ts.tzinfo is None:
             raise _Invalid("naive_timestamp", f"{name}={value!r} has no UTC offset", name)
+        if not TS_MIN <= ts <= TS_MAX:  # aware datetimes compare across offsets
+            raise _Invalid(
+                "out_of_range", f"{name}={value!r} outside [1900-01-01, 2299-12-31]", name
+            )
         return ts if ts.tzinfo is UTC else ts.astimezone(UTC)
     if kind == "currency":
         if type(value) is not str or value not in ISO_4217:
@@ -390,6 +399,8 @@ def _ts_fast(value: str) -> datetime | None:
     except ValueError:
         return None
     if ts.tzinfo is None:
+        return None
+    if not TS_MIN <= ts <= TS_MAX:
         return None
     return ts if ts.tzinfo is UTC else ts.astimezone(UTC)
 

@@ -55,6 +55,7 @@ DLQ_CODES = (
     "invalid_value",
     "invalid_timestamp",
     "naive_timestamp",
+    "future_timestamp",
     "consumer_error",
     "internal_error",
 )

@@ -98,7 +98,7 @@ class PlainLoop:
         s, out = self.s, Outcome()
         parsed: list[Parsed] = []
         for item in items:
-            p = parse_message(item, s.max_message_bytes, self.clock)
+            p = parse_message(item, s.max_message_bytes, self.clock, s.max_event_lead_s)
             if isinstance(p, DeadLetter):
                 out.dead.append(p)
             else:

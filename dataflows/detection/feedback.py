@@ -170,6 +170,11 @@ MODELS_KEPT = 32
 QUIET_DAYS = 2
 """A shard this many days behind the newest is treated as quiet by the trainer (a day is
 complete once every shard has sent it, or any shard a day this much later)."""
+WALK_DAYS = 64
+"""When stream time jumps (a gap in the data, or an event stamped far ahead), only the
+last this many days of the jump are closed one by one; before them only days that hold
+data are sent and learned (the others count as quiet).  One event can then cost no more
+than this many days of work, however far ahead it is stamped."""
 FeedbackSummary = (MerchantDay, DayExamples)
 """What a score step sends on in the ``local`` loop besides its rows."""
 
@@ -440,7 +445,8 @@ def _merchant_days_due(fb: ShardFeedback, s: Settings) -> list[MerchantDay]:
         return []  # no transaction yet (a shard that got only labels so far)
     closed = math.floor((fb.now_ms - s.lateness_s * 1000.0) / DAY_MS) - 1
     first = min(fb.counts) if fb.counted_through is None else fb.counted_through + 1
-    days = sorted({*range(first, closed + 1), *(d for d in fb.counts if d <= closed)})
+    walk = range(max(first, closed + 1 - WALK_DAYS), closed + 1)
+    days = sorted({*walk, *(d for d in fb.counts if d <= closed)})
     out: list[MerchantDay] = []
     keys = [str(i) for i in range(s.shards)]
     for day in days:
@@ -486,6 +492,13 @@ def _examples_due(fb: ShardFeedback, s: Settings, oldest: float) -> list[DayExam
     if fb.next_day is None or cutoff == -math.inf:
         return out
     done = math.floor(cutoff / DAY_MS) - 1  # the last day whose examples are all labelled
+    if done - fb.next_day >= WALK_DAYS:  # a jump: skip the days without examples
+        held = sorted(d for d in fb.samples if d <= done - WALK_DAYS)
+        fb.next_day = done + 1 - WALK_DAYS
+        for d in held:
+            smp = fb.samples.pop(d)
+            genuine = tuple((-p, x) for p, _, x in sorted(smp.heap, reverse=True))
+            out.append(DayExamples(fb.id, d, tuple(smp.frauds), genuine, smp.seen))
     while fb.next_day <= done:
         d = fb.next_day
         smp = fb.samples.pop(d, None) or _DaySample()
@@ -629,6 +642,9 @@ class Trainer:
     booster: Booster | None = None
     generation: int = 0
     next_fit_ms: float = -math.inf
+    fitted_at: int = -1
+    """``learned`` at the last fit: with nothing learned since, a refit is skipped (it
+    would fit the same examples again: after a jump, once per walked day)."""
 
     def add(self, ex: DayExamples) -> None:
         """Keep a shard's day (learned once the day is complete: :meth:`advance`)."""
@@ -664,8 +680,10 @@ class Trainer:
                 done = day
                 break
         first = min(self.days) if self.complete is None else self.complete + 1
+        walk = max(first, done + 1 - WALK_DAYS)  # a jump: skip the days without data
+        days = [*sorted(d for d in self.days if first <= d < walk), *range(walk, done + 1)]
         out = []
-        for day in range(first, done + 1):
+        for day in days:
             self._learn(day)
             self.complete = day
             self._maybe_fit(day)
@@ -695,6 +713,9 @@ class Trainer:
         self.next_fit_ms = (math.floor(now / self.retrain_ms) + 1) * self.retrain_ms
         if self.learned < MIN_EXAMPLES or self._frauds(done) < GBM_MIN_FRAUDS:
             return
+        if self.learned == self.fitted_at:
+            return
+        self.fitted_at = self.learned
         self.booster = b = fit_arrays(*self.dataset(done))
         self.generation += 1
         log.info(

@@ -19,15 +19,20 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from dataflows.detection.feedback import (
     QUIET_DAYS,
+    WALK_DAYS,
     DayExamples,
     FeedbackView,
     MerchantDay,
     MerchantTotal,
     MerchantTotals,
     ModelUpdate,
+    ShardFeedback,
     TotalsThrough,
     Trainer,
+    _count,
     _DaySample,
+    _examples_due,
+    _merchant_days_due,
     on_merchant_days,
     on_trainer,
 )
@@ -254,3 +259,53 @@ def test_merchant_totals_publish_a_day_once_every_shard_has_sent_it() -> None:
     assert view.merchants_through == -math.inf, "one of two aggregator keys reported"
     view.apply([TotalsThrough("5", 101)])
     assert view.merchants_through == 100
+
+
+def test_a_jump_in_stream_time_costs_at_most_the_walked_days() -> None:
+    """Days far ahead of the data (a gap, or an event stamped centuries ahead) are not
+    learned and published one by one: only days with data and the last WALK_DAYS."""
+    t = Trainer(shards=1, delay_ms=DAY_MS)
+    on_trainer(t, [_day("a", 9, 30, 1500, 1), _day("a", 10, 30, 1500, 2)])
+    assert (t.complete, t.generation) == (10, 1)
+    out = on_trainer(t, [_day("a", 500, 60, 1500, 3)])  # a gap of 489 days
+    assert [u.through for u in out] == [float(d) for d in range(500 - WALK_DAYS + 1, 501)]
+    assert t.generation == 2, "one refit for day 500's examples, none per empty day"
+    far = 500 + 100_000
+    out = on_trainer(t, [_day("a", far, 60, 1500, 4)])
+    assert t.complete == far and len(out) == WALK_DAYS
+    assert t.generation == 3
+
+
+def test_a_shard_sends_at_most_the_walked_days_of_a_jump(settings: Settings) -> None:
+    """A shard whose stream time jumps 100,000 days sends the days holding data and
+    the last WALK_DAYS (every aggregator key), not a bundle per day of the gap."""
+    fb = ShardFeedback()
+    for day in (100, 101):
+        _count(fb, "m1", day * DAY_MS + 5.0)
+    fb.now_ms = 100 * DAY_MS + 1.0
+    assert _merchant_days_due(fb, settings) == []  # day 100 is not closed yet
+    fb.pending = [(100 * DAY_MS + 5.0, "t1", (1.0,))]
+    fb.now_ms = 100_101 * DAY_MS
+    sent = _merchant_days_due(fb, settings)
+    days = sorted({m.day for m in sent})
+    assert days[:2] == [100, 101] and len(days) == 2 + WALK_DAYS
+    assert len(sent) == len(days) * settings.shards
+    examples = _examples_due(fb, settings, math.inf)
+    assert examples[0].day == 100 and len(examples) == 1 + WALK_DAYS
+
+
+def test_an_event_stamped_centuries_ahead_is_scored_and_stops_nothing(local: Settings) -> None:
+    """The last event time allowed (2299-12-31) on one user, on 2 workers: the flow
+    scores every event in about the time of the stream alone."""
+    import time
+
+    events, labels = _stream(days=3)
+    far = txn_bytes(0, txn_id="far", user_id="u1", merchant_id="m1", ts="2299-12-31T23:59:59Z")
+    t0 = time.perf_counter()
+    plain = _run(local, events, labels)
+    took = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mixed = _run(local, [*events[:1000], far, *events[1000:]], labels, workers=2)
+    assert time.perf_counter() - t0 < 3 * took + 10
+    assert mixed["far"].txn.ts.year == 2299
+    assert len(mixed) == len(plain) + 1

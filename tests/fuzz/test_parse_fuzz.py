@@ -67,7 +67,7 @@ kafka_like = st.builds(
 def test_the_guarded_boundary_never_raises(item: object) -> None:
     """Whatever reaches the parse step (even an object no source should produce) ends
     as a parsed event or a dead letter with a published code, keeping the bytes."""
-    out = parse_message(item, 16_384, lambda: NOW)
+    out = parse_message(item, 16_384, lambda: NOW, 3600.0)
     if isinstance(out, DeadLetter):
         assert out.error_code in DLQ_CODES
         value = getattr(item, "value", item)
