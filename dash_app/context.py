@@ -26,6 +26,7 @@ RANGES: dict[str, int] = {
     "6 hours": 6 * 3600,
     "24 hours": 86400,
     "7 days": 7 * 86400,
+    "30 days": 30 * 86400,
 }
 """Time-range picker choices (seconds), anchored on the latest stored event."""
 

@@ -42,9 +42,40 @@ WARMUP_S = 3.0
 chDB session and builds its models on it, so the figures are steady-state ones."""
 
 
-def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, float]:
+def _flow_processes(s: Settings, processes: int) -> list[subprocess.Popen[bytes]]:
+    """The production entry point as ``processes`` bytewax processes of one worker
+    (one process: no cluster flags).  With several, each gets its own scratch chDB
+    directory (chDB allows one process per directory)."""
+    from dataflows.connectors.embedded import free_port
+
+    cmd = [sys.executable, "-m", "bytewax.run", "dataflows.main:get_flow()"]
+    addrs = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    out = []
+    for i in range(processes):
+        env = {**os.environ, **settings_env(s.model_dump())}
+        extra: list[str] = []
+        if processes > 1:
+            extra = ["-w", "1", "-i", str(i), "-a", addrs]
+            if s.clickhouse_url.startswith("chdb:"):
+                env["FRAUD_CLICKHOUSE_URL"] = f"chdb://{tempfile.mkdtemp(prefix='lat-')}"
+        out.append(
+            subprocess.Popen(
+                cmd + extra,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    return out
+
+
+def measure_latency(
+    base: Settings, rate: float, seconds: float, processes: int = 1
+) -> dict[str, float]:
     """Latency figures in ms after :data:`WARMUP_S` of untimed traffic: p50, p95, p99,
-    max, and the alert count."""
+    max, and the alert count.  With ``processes`` > 1 the flow runs as a cluster of that
+    many processes, partition-aligned over 12 partitions (the production topology)."""
     broker = None
     if not base.brokers:
         broker = EmbeddedBroker().start()
@@ -57,7 +88,8 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
             "topic_dlq": f"lat-dlq-{tag}",
             "topic_feedback": f"lat-fb-{tag}",
             "topic_decisions": f"lat-dec-{tag}",
-            "partitions": 1,
+            "partitions": 1 if processes == 1 else 12,
+            **({"align_partitions": True} if processes > 1 else {}),
         }
     )
     if s.clickhouse_url.startswith("chdb:"):
@@ -65,24 +97,14 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
         # scratch chDB directory so a running demo's directory is never touched.
         s = s.model_copy(update={"clickhouse_url": f"chdb://{tempfile.mkdtemp(prefix='lat-')}"})
     create_topics(s)
-    env = {
-        **os.environ,
-        **settings_env(s.model_dump()),
-    }
-    flow = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "dataflows.main:get_flow()"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    flows = _flow_processes(s, processes)
     sent: dict[str, float] = {}
     lat: list[float] = []
     stop = threading.Event()
 
     def consume() -> None:
         c = Consumer({**consumer_config(s, f"lat-{tag}"), "fetch.wait.max.ms": 10})
-        c.assign([TopicPartition(s.topic_alerts, 0, 0)])
+        c.assign([TopicPartition(s.topic_alerts, p, 0) for p in range(s.partitions)])
         while not stop.is_set():
             m = c.poll(0.05)
             if m is None or m.error():
@@ -96,7 +118,7 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
     try:
-        time.sleep(6.0)  # the flow process imports and connects before the clock starts
+        time.sleep(6.0 + 2.0 * (processes - 1))  # the flow imports and connects first
         warm = GeneratorConfig(seed=4, users=2000, fraud_rate=0.05, chunk_events=2000)
         cfg = GeneratorConfig(seed=3, users=2000, fraud_rate=0.05, chunk_events=2000)
         pacer = Pacer(rate)
@@ -115,11 +137,13 @@ def measure_latency(base: Settings, rate: float, seconds: float) -> dict[str, fl
     finally:
         stop.set()
         reader.join(5)
-        flow.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            flow.wait(10)
-        if flow.poll() is None:
-            flow.kill()
+        for flow in flows:
+            flow.terminate()
+        for flow in flows:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                flow.wait(10)
+            if flow.poll() is None:
+                flow.kill()
         if broker is not None:
             broker.stop()
     return {

@@ -26,8 +26,11 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
     s = settings_of(args)
     where = s.brokers or "embedded tansu"
-    print(f"produce->alert latency at {args.rate:g} tx/s for {args.seconds:g}s via {where} ...")
-    r = measure_latency(s, args.rate, args.seconds)
+    procs = f" on {args.processes} processes" if args.processes > 1 else ""
+    print(
+        f"produce->alert latency at {args.rate:g} tx/s for {args.seconds:g}s via {where}{procs} ..."
+    )
+    r = measure_latency(s, args.rate, args.seconds, args.processes)
     print(
         f"alerts {r['alerts']:.0f}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
         f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
@@ -39,7 +42,13 @@ def cmd_bench_store(args: argparse.Namespace) -> int:
     from dataflows.bench.store import run
 
     s = settings_of(args)
-    run(args.url or s.clickhouse_url, args.rows, args.sink_rows, s.clickhouse_batch_rows)
+    run(
+        args.url or s.clickhouse_url,
+        args.rows,
+        args.sink_rows,
+        s.clickhouse_batch_rows,
+        span_days=args.span_days,
+    )
     return 0
 
 
@@ -150,6 +159,12 @@ def register_latency(sub: Any) -> None:
     p = sub.add_parser("latency", help="measure produce->alert latency through the broker")
     p.add_argument("--rate", type=nonneg_float("rate"), default=200.0, help="tx/s (200)")
     p.add_argument("--seconds", type=nonneg_float("seconds"), default=30.0, help="duration")
+    p.add_argument(
+        "--processes",
+        type=positive_int("processes"),
+        default=1,
+        help="flow processes (1); more run as a cluster on 12 aligned partitions",
+    )
     add_common(p)
     p.set_defaults(fn=cmd_latency)
 
@@ -169,6 +184,13 @@ def register_bench_store(sub: Any) -> None:
         type=positive_int("sink-rows"),
         default=100_000,
         help="rows pushed through the sink (default 100000)",
+    )
+    p.add_argument(
+        "--span-days",
+        type=positive_int("span-days"),
+        default=7,
+        help="days of event time the rows spread over (default 7: dense; 9490 is "
+        "2000-2025, the shape of a generated history)",
     )
     add_common(p)
     p.set_defaults(fn=cmd_bench_store)

@@ -81,6 +81,11 @@ def test_bench_quick_writes_the_table(tmp_path: Path) -> None:
     assert local < funnel / 2, (local, funnel)
     # ... and its rows are written on the process that scored them (writer per worker)
     assert local < 0.5, local
+    # produce→alert latency on a 2-process cluster (12 aligned partitions) too
+    figure, notes = rows[
+        "3. produce→alert latency at 500 events/s, numpy, 2 processes (12 aligned partitions)"
+    ]
+    assert len(numbers(figure)) == 6 and "goal p99 ≤ 50 ms" in notes, (figure, notes)
     # pickles per event: events cross processes unaligned, none do aligned
     for engine in ("River", "numpy"):
         unaligned, aligned = numbers(rows[f"2. items pickled per event, 2 processes, {engine}"][0])
