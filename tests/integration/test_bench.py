@@ -83,7 +83,8 @@ def test_bench_quick_writes_the_table(tmp_path: Path) -> None:
     assert local < 0.5, local
     # produce→alert latency on a 2-process cluster (12 aligned partitions) too
     figure, notes = rows[
-        "3. produce→alert latency at 500 events/s, numpy, 2 processes (12 aligned partitions)"
+        "3. produce→alert latency at 500 events/s, numpy,"
+        " 2 processes (12 aligned partitions, local loop)"
     ]
     assert len(numbers(figure)) == 6 and "goal p99 ≤ 50 ms" in notes, (figure, notes)
     # pickles per event: events cross processes unaligned, none do aligned
