@@ -80,11 +80,18 @@ def _flow_processes(s: Settings, processes: int) -> list[subprocess.Popen[bytes]
 
 
 def measure_latency(
-    base: Settings, rate: float, seconds: float, processes: int = 1
+    base: Settings,
+    rate: float,
+    seconds: float,
+    processes: int = 1,
+    partitions: int | None = None,
 ) -> dict[str, float]:
     """Latency figures in ms after :data:`WARMUP_S` of untimed traffic: p50, p95, p99,
     max, and the alert count.  With ``processes`` > 1 the flow runs as a cluster of that
-    many processes, partition-aligned over 12 partitions (the production topology)."""
+    many processes, partition-aligned over ``partitions`` (default 12, the production
+    topology; 1 for a single process)."""
+    if partitions is None:
+        partitions = 1 if processes == 1 else 12
     broker = None
     if not base.brokers:
         broker = EmbeddedBroker().start()
@@ -97,7 +104,7 @@ def measure_latency(
             "topic_dlq": f"lat-dlq-{tag}",
             "topic_feedback": f"lat-fb-{tag}",
             "topic_decisions": f"lat-dec-{tag}",
-            "partitions": 1 if processes == 1 else 12,
+            "partitions": partitions,
             **({"align_partitions": True} if processes > 1 else {}),
         }
     )

@@ -30,7 +30,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     print(
         f"produce->alert latency at {args.rate:g} tx/s for {args.seconds:g}s via {where}{procs} ..."
     )
-    r = measure_latency(s, args.rate, args.seconds, args.processes)
+    r = measure_latency(s, args.rate, args.seconds, args.processes, args.partitions)
     print(
         f"alerts {r['alerts']:.0f}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
         f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
@@ -164,6 +164,12 @@ def register_latency(sub: Any) -> None:
         type=positive_int("processes"),
         default=1,
         help="flow processes (1); more run as a cluster on 12 aligned partitions",
+    )
+    p.add_argument(
+        "--partitions",
+        type=positive_int("partitions"),
+        default=None,
+        help="partitions of the topics (1 for one process, 12 for a cluster)",
     )
     add_common(p)
     p.set_defaults(fn=cmd_latency)

@@ -30,6 +30,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from dataflows.connectors.kafka_source import SharedKafkaSource
 from schemas.errors import ConfigError, FraudError
 from schemas.scored import (
     ALERT_VERSION,
@@ -161,8 +162,9 @@ def read_to_end(
 
 def kafka_source(s: Settings, topic: str, tail: bool) -> KafkaSource:
     """Every partition of ``topic`` from the recovered position (or the beginning); a
-    consumer error on one message is handed to the flow (a dead letter), never raised."""
-    return KafkaSource(
+    consumer error on one message is handed to the flow (a dead letter), never raised.
+    A worker's partitions share one consumer (:mod:`.kafka_source`)."""
+    return SharedKafkaSource(
         broker_list(s),
         [topic],
         tail=tail,
