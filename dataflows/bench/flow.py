@@ -790,7 +790,7 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
     say(f"3/5 scale-out end to end, 1 and 2 processes ({cfg.scale_events:,} events)")
     rows += scale_out_rows(s, cfg)
     say(f"3/5 produce→alert latency at {cfg.latency_rate:g} events/s")
-    from dataflows.bench.latency import measure_latency
+    from dataflows.bench.latency import measure_broker, measure_latency
 
     for label, st in (("River", river), ("numpy", fast)):
         if st.hst_engine not in cfg.latency_engines:
@@ -814,6 +814,18 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
                     + ("" if procs == 1 else f"; goal p99 ≤ 50 ms: {_met(lat['p99_ms'] <= 50)}"),
                 )
             )
+    floor = measure_broker(
+        s.model_copy(update={"brokers": ""}), cfg.latency_rate, cfg.latency_seconds
+    )
+    rows.append(
+        (
+            f"3. broker alone at {cfg.latency_rate:g} events/s, 12 partitions "
+            "(3 producers: events, decisions, alerts; 1 consumer; no flow)",
+            f"p50 {floor['p50_ms']:.0f} ms, p95 {floor['p95_ms']:.0f} ms, "
+            f"p99 {floor['p99_ms']:.0f} ms",
+            "the floor under the 2-process produce→alert figure on this broker",
+        )
+    )
     say("4/5 memory per tracked user")
     for users in cfg.users_memory:
         rss, snap = memory_leg(users)

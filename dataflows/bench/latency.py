@@ -178,3 +178,73 @@ def measure_latency(
         "p99_ms": _percentile(lat, 0.99),
         "max_ms": max(lat) if lat else float("nan"),
     }
+
+
+def measure_broker(
+    base: Settings, rate: float, seconds: float, partitions: int = 12, producers: int = 3
+) -> dict[str, float]:
+    """The broker's own produce→consume latency under the flow's traffic, no flow.
+
+    The flow's path has a producer of events, then its own producers of decisions
+    (one per event) and alerts: ``producers`` clients, each writing ``rate`` generated
+    events/s to its own topic of ``partitions`` partitions.  One consumer reads the
+    first topic, as the flow does, and each message is timed against its send.  What
+    this gives is the floor under produce→alert latency at that shape; on the embedded
+    broker it grows with the partitions (every partition batch is a separate write).
+    """
+    broker = None
+    if not base.brokers:
+        broker = EmbeddedBroker().start()
+    tag = uuid.uuid4().hex[:6]
+    s = base.model_copy(
+        update={
+            "brokers": base.brokers or broker.bootstrap,  # type: ignore[union-attr]
+            "partitions": partitions,
+        }
+    )
+    topics = [f"lat-broker{i}-{tag}" for i in range(producers)]
+    try:
+        for t in topics:
+            create_topics(s.model_copy(update={"topic_transactions": t}), only=[t])
+        sent: dict[bytes, float] = {}
+        lat: list[float] = []
+        began = time.time()
+        stop = threading.Event()
+
+        def consume() -> None:
+            c = Consumer(consumer_config(s, f"lat-{tag}"))
+            c.assign([TopicPartition(topics[0], p, 0) for p in range(partitions)])
+            while not stop.is_set():
+                for m in c.consume(1000, 0.01):
+                    t = None if m.error() else sent.get(m.key() + m.value()[:64])
+                    if t is not None and t - began >= WARMUP_S:
+                        lat.append((time.time() - t) * 1000.0)
+            c.close()
+
+        reader = threading.Thread(target=consume, daemon=True)
+        reader.start()
+        time.sleep(1.0)
+        clients = [make_producer(s) for _ in topics]
+        pacer = Pacer(rate)
+        cfg = GeneratorConfig(seed=3, users=2000, fraud_rate=0.05, chunk_events=2000)
+        for key, value in event_stream(cfg, int(rate * (seconds + WARMUP_S))):
+            pacer.tick()
+            sent[key + value[:64]] = time.time()
+            for topic, p in zip(topics, clients, strict=True):
+                p.produce(topic, value=value, key=key)
+                p.poll(0)
+        for p in clients:
+            p.flush(10.0)
+        time.sleep(1.0)
+        stop.set()
+        reader.join(5)
+    finally:
+        if broker is not None:
+            broker.stop()
+    return {
+        "messages": float(len(lat)),
+        "p50_ms": _percentile(lat, 0.5),
+        "p95_ms": _percentile(lat, 0.95),
+        "p99_ms": _percentile(lat, 0.99),
+        "max_ms": max(lat) if lat else float("nan"),
+    }

@@ -20,12 +20,27 @@ from dataflows.cli.scoring import run_local
 from schemas.errors import ConfigError
 from schemas.settings import Settings
 
+BROKER_PRODUCERS = 3
+"""The flow's producers per event: the input, its decisions, its alerts."""
+
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    from dataflows.bench.latency import measure_latency
+    from dataflows.bench.latency import measure_broker, measure_latency
 
     s = settings_of(args)
     where = s.brokers or "embedded tansu"
+    if args.broker_only:
+        parts = args.partitions or 12
+        print(
+            f"broker alone: {BROKER_PRODUCERS} producers x {args.rate:g} msg/s over "
+            f"{parts} partitions for {args.seconds:g}s via {where} ..."
+        )
+        r = measure_broker(s, args.rate, args.seconds, parts, BROKER_PRODUCERS)
+        print(
+            f"messages {r['messages']:.0f}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms,"
+            f" p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
+        )
+        return 0
     procs = f" on {args.processes} processes" if args.processes > 1 else ""
     print(
         f"produce->alert latency at {args.rate:g} tx/s for {args.seconds:g}s via {where}{procs} ..."
@@ -170,6 +185,12 @@ def register_latency(sub: Any) -> None:
         type=positive_int("partitions"),
         default=None,
         help="partitions of the topics (1 for one process, 12 for a cluster)",
+    )
+    p.add_argument(
+        "--broker-only",
+        action="store_true",
+        help=f"no flow: the broker's own produce->consume latency with {BROKER_PRODUCERS} "
+        "producers (events, decisions, alerts) at --rate each, over --partitions (12)",
     )
     add_common(p)
     p.set_defaults(fn=cmd_latency)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
@@ -28,6 +29,8 @@ from confluent_kafka import KafkaError as ConfluentError
 __all__ = ["SharedKafkaSource"]
 
 Item = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
+IDLE = timedelta(milliseconds=1)
+"""How long a partition that had nothing waits before it is polled again."""
 _EOF = object()
 """Queued after a partition's last message when the source does not tail."""
 
@@ -98,6 +101,7 @@ class _SharedPartition(StatefulSourcePartition[Item, int]):
         self.key = (topic, part)
         self.offset = offset
         self.eof = False
+        self.awake: datetime | None = None
         reader.assign(topic, part, offset)
 
     def next_batch(self) -> list[Item]:
@@ -105,7 +109,7 @@ class _SharedPartition(StatefulSourcePartition[Item, int]):
             raise StopIteration
         q = self.reader.queues[self.key]
         if not q:
-            self.reader.fill(0.001)  # bytewax's own wait: no busy loop when idle
+            self.reader.fill(0.0)
         out: list[Item] = []
         while q and len(out) < self.reader.batch:
             item = q.popleft()
@@ -116,7 +120,13 @@ class _SharedPartition(StatefulSourcePartition[Item, int]):
             off = item.msg.offset if isinstance(item, KafkaError) else item.offset
             if off >= 0:
                 self.offset = off + 1
+        # Nothing yet: bytewax polls the worker's other partitions, then parks until
+        # IDLE (a blocking wait here would stall the worker once per empty partition).
+        self.awake = None if out or self.eof else datetime.now(UTC) + IDLE
         return out
+
+    def next_awake(self) -> datetime | None:
+        return self.awake
 
     def snapshot(self) -> int:
         return self.offset
