@@ -118,7 +118,7 @@ class _SharedPartition(StatefulSourcePartition[Item, int]):
                 break
             out.append(item)
             off = item.msg.offset if isinstance(item, KafkaError) else item.offset
-            if off >= 0:
+            if isinstance(off, int) and off >= 0:  # an error may carry no offset
                 self.offset = off + 1
         # Nothing yet: bytewax polls the worker's other partitions, then parks until
         # IDLE (a blocking wait here would stall the worker once per empty partition).
