@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
@@ -35,6 +36,22 @@ ROOT = Path(__file__).resolve().parents[2]
 def _percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def _on_broker(base: Settings, update: dict[str, Any]) -> tuple[EmbeddedBroker | None, Settings]:
+    """``base`` with ``update``, on its brokers or on an embedded one started now."""
+    broker = None if base.brokers else EmbeddedBroker().start()
+    brokers = base.brokers or broker.bootstrap  # type: ignore[union-attr]
+    return broker, base.model_copy(update={"brokers": brokers, **update})
+
+
+def _figures(lat_ms: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": _percentile(lat_ms, 0.5),
+        "p95_ms": _percentile(lat_ms, 0.95),
+        "p99_ms": _percentile(lat_ms, 0.99),
+        "max_ms": max(lat_ms) if lat_ms else float("nan"),
+    }
 
 
 WARMUP_S = 3.0
@@ -92,13 +109,10 @@ def measure_latency(
     topology; 1 for a single process)."""
     if partitions is None:
         partitions = 1 if processes == 1 else 12
-    broker = None
-    if not base.brokers:
-        broker = EmbeddedBroker().start()
     tag = uuid.uuid4().hex[:6]
-    s = base.model_copy(
-        update={
-            "brokers": base.brokers or broker.bootstrap,  # type: ignore[union-attr]
+    broker, s = _on_broker(
+        base,
+        {
             "topic_transactions": f"lat-tx-{tag}",
             "topic_alerts": f"lat-alerts-{tag}",
             "topic_dlq": f"lat-dlq-{tag}",
@@ -106,7 +120,7 @@ def measure_latency(
             "topic_decisions": f"lat-dec-{tag}",
             "partitions": partitions,
             **({"align_partitions": True} if processes > 1 else {}),
-        }
+        },
     )
     if s.clickhouse_url.startswith("chdb:"):
         # The flow process stores rows too (the production path); give it its own
@@ -171,13 +185,7 @@ def measure_latency(
                 flow.kill()
         if broker is not None:
             broker.stop()
-    return {
-        "alerts": float(len(lat)),
-        "p50_ms": _percentile(lat, 0.5),
-        "p95_ms": _percentile(lat, 0.95),
-        "p99_ms": _percentile(lat, 0.99),
-        "max_ms": max(lat) if lat else float("nan"),
-    }
+    return {"alerts": float(len(lat)), **_figures(lat)}
 
 
 def measure_broker(
@@ -192,16 +200,8 @@ def measure_broker(
     this gives is the floor under produce→alert latency at that shape; on the embedded
     broker it grows with the partitions (every partition batch is a separate write).
     """
-    broker = None
-    if not base.brokers:
-        broker = EmbeddedBroker().start()
     tag = uuid.uuid4().hex[:6]
-    s = base.model_copy(
-        update={
-            "brokers": base.brokers or broker.bootstrap,  # type: ignore[union-attr]
-            "partitions": partitions,
-        }
-    )
+    broker, s = _on_broker(base, {"partitions": partitions})
     topics = [f"lat-broker{i}-{tag}" for i in range(producers)]
     try:
         for t in topics:
@@ -241,10 +241,4 @@ def measure_broker(
     finally:
         if broker is not None:
             broker.stop()
-    return {
-        "messages": float(len(lat)),
-        "p50_ms": _percentile(lat, 0.5),
-        "p95_ms": _percentile(lat, 0.95),
-        "p99_ms": _percentile(lat, 0.99),
-        "max_ms": max(lat) if lat else float("nan"),
-    }
+    return {"messages": float(len(lat)), **_figures(lat)}
