@@ -47,7 +47,14 @@ from schemas.settings import Settings
 from schemas.transaction import DecodeError, decode_event
 from schemas.vocab import DECISION_TIMEOUT
 
-__all__ = ["create_app", "key_digests", "key_matches", "openapi_components", "start_server"]
+__all__ = [
+    "create_app",
+    "key_digests",
+    "key_matches",
+    "openapi_components",
+    "start_server",
+    "stop_server",
+]
 
 log = logging.getLogger(__name__)
 
@@ -406,9 +413,19 @@ async def _poll_producer(producer: Any, stop: asyncio.Event) -> None:
         await asyncio.to_thread(producer.poll, 0.1)
 
 
+def stop_server(server: Any, timeout_s: float = 10.0) -> None:
+    """Stop a server of :func:`start_server` and wait for its shutdown (the replies
+    consumer closes in it): a process that exits while a librdkafka client is still
+    closing in another thread can die of SIGSEGV in interpreter shutdown."""
+    server.should_exit = True
+    thread = getattr(server, "thread", None)
+    if thread is not None:
+        thread.join(timeout_s)
+
+
 def start_server(app: FastAPI, host: str, port: int, timeout_s: float = 20.0) -> Any:
     """Serve ``app`` with uvicorn in a daemon thread (demo, tests, bench); returns the
-    ``uvicorn.Server`` (set ``should_exit`` to stop it) once it accepts connections."""
+    ``uvicorn.Server`` once it accepts connections (stop it with :func:`stop_server`)."""
     import threading
 
     import uvicorn
@@ -417,6 +434,7 @@ def start_server(app: FastAPI, host: str, port: int, timeout_s: float = 20.0) ->
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )
     thread = threading.Thread(target=server.run, daemon=True, name="decision-api")
+    server.thread = thread  # type: ignore[attr-defined]
     thread.start()
     end = time.monotonic() + timeout_s
     while not server.started:

@@ -259,7 +259,9 @@ def run_demo(
     finally:
         c.stop.set()
         if "api" in locals():
-            api.should_exit = True
+            from dataflows.api.app import stop_server
+
+            stop_server(api)
         # The app's alert listener and the rules feed follow the broker: stop them first,
         # or librdkafka prints a "connection refused" line per retry after it is gone.
         if "app" in locals():
