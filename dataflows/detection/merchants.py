@@ -32,6 +32,7 @@ from schemas.units import DAY_MS
 __all__ = [
     "MerchantLabel",
     "MerchantShard",
+    "feedback_letter",
     "label_json",
     "merchant_features",
     "parse_label",
@@ -60,11 +61,8 @@ def parse_label(raw: Any, now: Callable[[], datetime]) -> MerchantLabel | DeadLe
     fraud as genuine once its delay has passed.  Malformed input becomes a dead letter.
     """
     if hasattr(raw, "err"):  # a consumer error on one message (bytewax KafkaError)
-        m = raw.msg
         err = DecodeError("consumer_error", f"Kafka consumer error: {raw.err}")
-        return DeadLetter.of(
-            err, m.key, m.value, m.topic or "", m.partition or -1, m.offset or -1, now()
-        )
+        return feedback_letter(err, raw.msg, raw.msg.value, now)
     value = raw.value if hasattr(raw, "value") else raw
     try:
         d = orjson.loads(value)
@@ -84,8 +82,24 @@ def parse_label(raw: Any, now: Callable[[], datetime]) -> MerchantLabel | DeadLe
         return MerchantLabel(mid, ts.timestamp() * 1000.0, str(d.get("txn_id", "")))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         err = DecodeError("invalid_label", f"label event refused: {e}")
-        raw_b = value.encode() if isinstance(value, str) else value
-        return DeadLetter.of(err, None, raw_b, "labels", -1, -1, now())
+        return feedback_letter(err, raw, value, now)
+
+
+def feedback_letter(
+    err: DecodeError, raw: Any, value: Any, now: Callable[[], datetime]
+) -> DeadLetter:
+    """A refused feedback message, with the topic, partition and offset it was read at
+    (a Kafka message): analysts can find it, and a replay folds into the same row."""
+    part, off = getattr(raw, "partition", None), getattr(raw, "offset", None)
+    return DeadLetter.of(
+        err,
+        getattr(raw, "key", None),
+        value.encode() if isinstance(value, str) else value,
+        getattr(raw, "topic", None) or "labels",
+        -1 if part is None else part,
+        -1 if off is None else off,
+        now(),
+    )
 
 
 @dataclass(slots=True)

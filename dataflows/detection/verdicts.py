@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from dataflows.detection.idempotency import card_of
-from dataflows.detection.merchants import MerchantLabel, parse_label
+from dataflows.detection.merchants import MerchantLabel, feedback_letter, parse_label
 from dataflows.detection.state import UserState
 from schemas.fields import compact_pickle
 from schemas.scored import DeadLetter, Review, decode_review
@@ -97,8 +97,7 @@ def parse_feedback(
                 review = decode_review(value)
             except (KeyError, TypeError, ValueError) as e:
                 err = DecodeError("invalid_label", f"label event refused: {e}")
-                raw_b = value.encode() if isinstance(value, str) else value
-                return [DeadLetter.of(err, None, raw_b, "labels", -1, -1, now())]
+                return [feedback_letter(err, raw, value, now)]
     if review is None:
         label = parse_label(raw, now)
         return [] if label is None else [label]

@@ -6,9 +6,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from dataflows.detection.merchants import _Merchant, label_json, merchant_features
+from dataflows.detection.merchants import _Merchant, label_json, merchant_features, parse_label
+from dataflows.detection.verdicts import parse_feedback
 from dataflows.flow import build_flow
 from schemas.settings import Settings
 from tests.conftest import T0, fixed_clock, txn_bytes
@@ -76,6 +78,23 @@ def test_bad_label_goes_to_the_dead_letter_queue(settings: Settings) -> None:
     assert len(rows) == 1
     assert sorted(d.error_code for d in dlq) == ["invalid_label", "invalid_label"]
     assert "txn_ts" in "".join(d.error_message for d in dlq)
+
+
+def test_a_refused_feedback_message_names_where_it_was_read() -> None:
+    """Topic, partition and offset of the Kafka message (partition 0 and offset 0 too),
+    for a label, a review and a consumer error alike."""
+    msg = KafkaSourceMessage(b"k", b"nope", topic="fraud-feedback", partition=0, offset=0)
+    review = KafkaSourceMessage(None, b'{"verdict": 1}', topic="fb", partition=2, offset=7)
+    error = KafkaError("boom", KafkaSourceMessage(None, None, topic="fb", partition=0, offset=3))
+    got = [
+        parse_label(msg, fixed_clock),
+        *parse_feedback(review, fixed_clock),
+        parse_label(error, fixed_clock),
+    ]
+    where = [(d.source_topic, d.source_partition, d.source_offset) for d in got]
+    assert where == [("fraud-feedback", 0, 0), ("fb", 2, 7), ("fb", 0, 3)]
+    assert [d.error_code for d in got] == ["invalid_label", "invalid_label", "consumer_error"]
+    assert got[0].key == b"k"
 
 
 def test_without_labels_the_flow_is_unchanged(settings: Settings) -> None:

@@ -4,6 +4,11 @@ The merchant aggregators and the trainer run on whichever process bytewax puts t
 keys on; the other process learns their totals and models only through the
 feedback-state topic.  With a wait, every row's scores must equal one in-process worker's
 (the same code path), except the last day's, whose models come after the input ends.
+
+The labels are read before any transaction exists, as in the reference, where they come
+in its first batch.  A label is not in event time with the transactions: one read after
+its day's totals were published corrects them for later rows only (by design: a row
+never waits for labels), so reading them late would change scores by wall clock.
 """
 
 from __future__ import annotations
@@ -47,6 +52,22 @@ def _reference(s: Settings, events: list[bytes], labels: list[bytes]) -> dict[st
     return {r.txn.txn_id: (r.risk_score, r.model_version, r.features["learned_p"]) for r in rows}
 
 
+def _await_labels(store: Store, topic: str, offset: int, timeout_s: float = 60.0) -> None:
+    sql = (
+        f"SELECT count() FROM {store.database}.dead_letters"
+        " WHERE source_topic = %(t)s AND source_offset = %(o)s"
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if store.client.query(sql, parameters={"t": topic, "o": offset}).result_rows[0][0]:
+                return
+        except Exception:  # database not migrated yet by the flow
+            store.reset()
+        time.sleep(0.2)
+    raise AssertionError(f"the flow read no labels from {topic} in {timeout_s:.0f} s")
+
+
 @pytest.mark.integration
 def test_two_processes_score_like_one_worker(
     kafka_settings: Settings, ch_http: ChServer, tmp_path: Path
@@ -66,9 +87,8 @@ def test_two_processes_score_like_one_worker(
     # A message no flow process wrote (not a pickle of an update) is ignored, not fatal.
     create_topics(s.model_copy(update={"topic_feedback_state": state_topic}), only=[state_topic])
     produce_all(make_producer(s), state_topic, [(b"model", b"not an update")])
-    keyed = [(orjson.loads(e)["user_id"].encode(), e) for e in events]
-    produce_all(make_producer(s), s.topic_transactions, keyed)
-    produce_all(make_producer(s), s.topic_feedback, [(None, x) for x in labels])
+    # The labels, then a malformed one: once it is dead-lettered, every label is in.
+    produce_all(make_producer(s), s.topic_feedback, [(None, x) for x in [*labels, b"labels end"]])
     recovery = tmp_path / "recovery"
     init_recovery(recovery, 2)
     db = f"lf_{tag}"
@@ -88,6 +108,9 @@ def test_two_processes_score_like_one_worker(
     runner = threading.Thread(target=sup.run, daemon=True)
     runner.start()
     try:
+        _await_labels(store, s.topic_feedback, len(labels))
+        keyed = [(orjson.loads(e)["user_id"].encode(), e) for e in events]
+        produce_all(make_producer(s), s.topic_transactions, keyed)
         deadline = time.monotonic() + 90
         while _stored(store) < len(events) and time.monotonic() < deadline:
             time.sleep(0.5)
