@@ -72,6 +72,7 @@ from dataflows.detection.feedback import (
     merchant_key,
     on_merchant_days,
     on_trainer,
+    quiet_grace,
     record,
 )
 from dataflows.detection.idempotency import FinalDecisions, on_final
@@ -540,7 +541,12 @@ def _local_feedback(
             return Trainer(n_keys, delay_ms, retrain_ms)
 
         examples = op.key_on("trainer_key", kind.falses, lambda _: "trainer")
-        models = stateful_step("trainer", examples, fresh, on_trainer, snapshots)
+        grace = quiet_grace(s)
+
+        def train(trainer: Trainer, batch: list[Any]) -> list[Any]:
+            return on_trainer(trainer, batch, grace)
+
+        models = stateful_step("trainer", examples, fresh, train, snapshots)
         published = op.merge("publish_in", published, models)
     op.output("publish", published, publish)
 

@@ -96,6 +96,7 @@ __all__ = [
     "merchant_key",
     "on_merchant_days",
     "on_trainer",
+    "quiet_grace",
     "record",
 ]
 
@@ -170,6 +171,13 @@ MODELS_KEPT = 32
 QUIET_DAYS = 2
 """A shard this many days behind the newest is treated as quiet by the trainer (a day is
 complete once every shard has sent it, or any shard a day this much later)."""
+QUIET_GRACE_S = 10.0
+"""How long (wall clock; at most ``feedback_wait_s`` when rows wait) a shard
+:data:`QUIET_DAYS` behind is still waited for before it counts as quiet.  Partitions read
+unevenly (a backlog, a busy worker) put a shard days behind for a moment; counting it
+quiet then would publish a day without its counts: its fraud rates too high (every label,
+part of the transactions) until they come, and, with a wait, scores that depend on the
+wall clock.  A shard with no traffic at all costs this much once per day."""
 WALK_DAYS = 64
 """When stream time jumps (a gap in the data, or an event stamped far ahead), only the
 last this many days of the jump are closed one by one; before them only days that hold
@@ -237,6 +245,43 @@ class FeedbackView:
                     self.models[u.through] = u
                     if len(self.models) > MODELS_KEPT:
                         del self.models[min(self.models)]
+
+
+_AHEAD: weakref.WeakKeyDictionary[Any, dict[int, float]] = weakref.WeakKeyDictionary()
+"""Per aggregator or trainer: when (monotonic) each newest day was first sent.  Not in
+snapshots: after a restore the grace starts again."""
+_clock = time.monotonic
+
+
+def quiet_grace(s: Settings) -> float:
+    """How long a shard days behind is waited for (see :data:`QUIET_GRACE_S`)."""
+    return min(s.feedback_wait_s, QUIET_GRACE_S) if s.feedback_wait_s > 0 else QUIET_GRACE_S
+
+
+def _quiet_through(state: Any, latest: int, grace_s: float) -> int | None:
+    """The last day a quiet shard no longer holds back: :data:`QUIET_DAYS` before the
+    newest day sent or, with a grace, before the newest day sent at least ``grace_s``
+    ago (None: none yet)."""
+    if grace_s <= 0:
+        return latest - QUIET_DAYS
+    now = _clock()
+    seen = _AHEAD.get(state)
+    if seen is None:
+        seen = _AHEAD[state] = {}
+    seen.setdefault(latest, now)
+    old = [d for d, at in seen.items() if now - at >= grace_s]
+    if not old:
+        return None
+    top = max(old)
+    for d in [d for d in seen if d < top]:
+        del seen[d]
+    return top - QUIET_DAYS
+
+
+def _newest_whole(days: Iterable[int], low: float, whole: Callable[[int], bool]) -> int | None:
+    """The newest of ``days`` after ``low`` that every shard has sent (only days that
+    hold data are looked at: an event stamped far ahead costs no walk)."""
+    return max((d for d in days if d > low and whole(d)), default=None)
 
 
 # --- Score step side ----------------------------------------------------------------
@@ -561,7 +606,7 @@ def on_merchant_days(agg: MerchantTotals, items: list[Any], s: Settings) -> list
         if agg.complete is None or x.day > agg.complete:
             agg.sent.setdefault(x.day, set()).add(x.shard)
             agg.latest = x.day if agg.latest is None else max(agg.latest, x.day)
-    _advance_totals(agg)
+    _advance_totals(agg, quiet_grace(s))
     done = -math.inf if agg.complete is None else agg.complete
     newly = -math.inf if before is None else before
     for mid, day in touched:
@@ -594,14 +639,16 @@ def _merchant(agg: MerchantTotals, mid: str) -> _Merchant:
     return m
 
 
-def _advance_totals(agg: MerchantTotals) -> None:
+def _advance_totals(agg: MerchantTotals, grace_s: float) -> None:
     if agg.latest is None:
         return
-    done = agg.latest - QUIET_DAYS
-    for day in range(agg.latest, done, -1):
-        if len(agg.sent.get(day, ())) >= agg.shards:
-            done = day
-            break
+    quiet = _quiet_through(agg, agg.latest, grace_s)
+    low = -math.inf if quiet is None else quiet
+    done = _newest_whole(agg.sent, low, lambda d: len(agg.sent[d]) >= agg.shards)
+    if done is None:
+        done = quiet
+    if done is None:
+        return
     if agg.complete is None or done > agg.complete:
         agg.complete = done
         for d in [d for d in agg.sent if d <= done]:
@@ -667,18 +714,20 @@ class Trainer:
         for old in [k for k in self.days if k <= self.latest - HISTORY_DAYS]:
             del self.days[old]
 
-    def advance(self) -> list[ModelUpdate]:
+    def advance(self, grace_s: float = 0.0) -> list[ModelUpdate]:
         """Learn each day that is now complete, in day order, refit where a boundary has
         passed, and return the models in force after each day (one per day: which model
-        a row gets never depends on how the days arrived in batches)."""
+        a row gets never depends on how the days arrived in batches).  ``grace_s``: see
+        :data:`QUIET_GRACE_S`."""
         if self.latest is None:
             return []
-        done = self.latest - QUIET_DAYS
-        for day in range(self.latest, done, -1):
-            d = self.days.get(day)
-            if d is not None and len(d.shards) >= self.shards:
-                done = day
-                break
+        quiet = _quiet_through(self, self.latest, grace_s)
+        low = -math.inf if quiet is None else quiet
+        done = _newest_whole(self.days, low, self._whole)
+        if done is None:
+            done = quiet
+        if done is None:
+            return []
         first = min(self.days) if self.complete is None else self.complete + 1
         walk = max(first, done + 1 - WALK_DAYS)  # a jump: skip the days without data
         days = [*sorted(d for d in self.days if first <= d < walk), *range(walk, done + 1)]
@@ -689,6 +738,9 @@ class Trainer:
             self._maybe_fit(day)
             out.append(self.update())
         return out
+
+    def _whole(self, day: int) -> bool:
+        return len(self.days[day].shards) >= self.shards
 
     def _learn(self, day: int) -> None:
         """The online model learns a complete day, frauds then genuine, each in a fixed
@@ -764,12 +816,14 @@ class Trainer:
         return copy
 
 
-def on_trainer(trainer: Trainer, items: list[DayExamples]) -> list[ModelUpdate]:
+def on_trainer(
+    trainer: Trainer, items: list[DayExamples], grace_s: float = 0.0
+) -> list[ModelUpdate]:
     """Learn the days sent, refit when due; publish the models in force whenever the
     days they know move on (and once after a restore)."""
     for ex in items:
         trainer.add(ex)
-    out = trainer.advance()
+    out = trainer.advance(grace_s)
     if trainer not in _ANNOUNCED:
         _ANNOUNCED.add(trainer)
         if not out:
