@@ -68,6 +68,7 @@ from dataflows.detection.feedback import (
     ShardFeedback,
     Trainer,
     finish_scores,
+    fitting,
     label_shard,
     merchant_key,
     on_merchant_days,
@@ -231,8 +232,10 @@ class StepLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
         fn: Callable[[S, list[Any]], list[Any]],
         snapshots: bool,
         eof: Callable[[S], list[Any]] | None = None,
+        wake: Callable[[S], bool] | None = None,
     ) -> None:
         self.state, self.fn, self.snapshots, self.eof = state, fn, snapshots, eof
+        self.wake = wake
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         return self.fn(self.state, values), StatefulBatchLogic.RETAIN
@@ -243,9 +246,10 @@ class StepLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
 
     def notify_at(self) -> datetime | None:
         """Rows held for the feedback loop (``local``) are looked at again soon even when
-        no event comes: they may wait at most ``feedback_wait_s``."""
+        no event comes (they may wait at most ``feedback_wait_s``), and so is a state
+        ``wake`` asks for (the trainer's background fit, swapped in once it ends)."""
         fb = getattr(self.state, "fb", None)
-        if fb is not None and fb.held:
+        if (fb is not None and fb.held) or (self.wake is not None and self.wake(self.state)):
             return datetime.now(UTC) + WAKE
         return None
 
@@ -266,13 +270,15 @@ def stateful_step(
     fn: Callable[[S, list[Any]], list[Any]],
     snapshots: bool,
     eof: Callable[[S], list[Any]] | None = None,
+    wake: Callable[[S], bool] | None = None,
 ) -> Stream[Any]:
     """A keyed ``stateful_batch`` running :class:`StepLogic`, with its key removed
-    (``eof(state)``, if given, says what to emit once the input has ended)."""
+    (``eof(state)``, if given, says what to emit once the input has ended; while
+    ``wake(state)`` holds, ``fn(state, [])`` runs again soon even when no item comes)."""
 
     def builder(resume: bytes | None) -> StepLogic[S]:
         state = pickle.loads(resume) if resume is not None else fresh()
-        return StepLogic(state, fn, snapshots, eof)
+        return StepLogic(state, fn, snapshots, eof, wake)
 
     return op.key_rm(f"{step_id}_unkey", op.stateful_batch(step_id, stream, builder))
 
@@ -541,12 +547,12 @@ def _local_feedback(
             return Trainer(n_keys, delay_ms, retrain_ms)
 
         examples = op.key_on("trainer_key", kind.falses, lambda _: "trainer")
-        grace = quiet_grace(s)
+        grace, background = quiet_grace(s), s.learner_fit_background
 
         def train(trainer: Trainer, batch: list[Any]) -> list[Any]:
-            return on_trainer(trainer, batch, grace)
+            return on_trainer(trainer, batch, grace, background)
 
-        models = stateful_step("trainer", examples, fresh, train, snapshots)
+        models = stateful_step("trainer", examples, fresh, train, snapshots, wake=fitting)
         published = op.merge("publish_in", published, models)
     op.output("publish", published, publish)
 

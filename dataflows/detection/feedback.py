@@ -44,6 +44,7 @@ import weakref
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ from dataflows.detection.learner import (
     LEARNING_RATE,
     MIN_EXAMPLES,
     MODEL_TAG,
+    fit_pool,
     learned_reason,
     learner_input,
 )
@@ -92,6 +94,7 @@ __all__ = [
     "Trainer",
     "Update",
     "finish_scores",
+    "fitting",
     "label_shard",
     "merchant_key",
     "on_merchant_days",
@@ -714,11 +717,12 @@ class Trainer:
         for old in [k for k in self.days if k <= self.latest - HISTORY_DAYS]:
             del self.days[old]
 
-    def advance(self, grace_s: float = 0.0) -> list[ModelUpdate]:
+    def advance(self, grace_s: float = 0.0, background: bool = False) -> list[ModelUpdate]:
         """Learn each day that is now complete, in day order, refit where a boundary has
         passed, and return the models in force after each day (one per day: which model
         a row gets never depends on how the days arrived in batches).  ``grace_s``: see
-        :data:`QUIET_GRACE_S`."""
+        :data:`QUIET_GRACE_S`; ``background``: fit in the fit thread (the booster comes
+        with a later update, see :meth:`adopt`)."""
         if self.latest is None:
             return []
         quiet = _quiet_through(self, self.latest, grace_s)
@@ -735,7 +739,7 @@ class Trainer:
         for day in days:
             self._learn(day)
             self.complete = day
-            self._maybe_fit(day)
+            self._maybe_fit(day, background)
             out.append(self.update())
         return out
 
@@ -757,7 +761,7 @@ class Trainer:
             self.learned += len(rows)
             self.learned_frauds += len(rows) if y else 0
 
-    def _maybe_fit(self, done: int) -> None:
+    def _maybe_fit(self, done: int, background: bool) -> None:
         # Stream time when that day's last example passed its delay.
         now = (done + 1) * DAY_MS + self.delay_ms
         if self.retrain_ms <= 0 or now < self.next_fit_ms:
@@ -768,14 +772,40 @@ class Trainer:
         if self.learned == self.fitted_at:
             return
         self.fitted_at = self.learned
-        self.booster = b = fit_arrays(*self.dataset(done))
+        if not background:
+            self._swap(fit_arrays(*self.dataset(done)), done)
+        elif fitting(self):  # one fit at a time: the next boundary fits what came since
+            self.fitted_at = -1
+        else:
+            _TRAINER_FITS[id(self)] = (
+                self,
+                fit_pool().submit(fit_arrays, *self.dataset(done)),
+                done,
+            )
+
+    def adopt(self) -> bool:
+        """Swap in a background fit that has ended (True: the models changed)."""
+        got = _TRAINER_FITS.get(id(self))
+        if got is None or got[0] is not self or not got[1].done():
+            return False
+        del _TRAINER_FITS[id(self)]
+        try:
+            self._swap(got[1].result(), got[2])
+        except Exception:  # the booster in force stays; the next boundary fits again
+            log.exception("background booster fit failed")
+            self.fitted_at = -1
+            return False
+        return True
+
+    def _swap(self, b: Booster, through: int) -> None:
+        self.booster = b
         self.generation += 1
         log.info(
             "booster g%d fitted on %d examples (%d frauds) through day %d in %.2f s",
             self.generation,
             b.rows,
             b.frauds,
-            done,
+            through,
             b.fit_seconds,
         )
 
@@ -816,14 +846,33 @@ class Trainer:
         return copy
 
 
+_TRAINER_FITS: dict[int, tuple[Trainer, Future[Booster], int]] = {}
+"""Background fits in flight, by trainer (with the day they learned through): futures are
+not state, never pickled; a fit in flight at a snapshot is not resumed after a restore
+(the next boundary fits again)."""
+
+
+def fitting(trainer: Trainer) -> bool:
+    """Whether a background fit of ``trainer`` is in flight (its step wakes to adopt it)."""
+    got = _TRAINER_FITS.get(id(trainer))
+    return got is not None and got[0] is trainer
+
+
 def on_trainer(
-    trainer: Trainer, items: list[DayExamples], grace_s: float = 0.0
+    trainer: Trainer, items: list[DayExamples], grace_s: float = 0.0, background: bool = False
 ) -> list[ModelUpdate]:
     """Learn the days sent, refit when due; publish the models in force whenever the
-    days they know move on (and once after a restore)."""
+    days they know move on or a background fit ends (and once after a restore).
+
+    With ``background`` (``learner_fit_background``) a fit runs in the fit thread: the
+    trainer's worker, which also scores its share of the stream, does not pause for it
+    (up to seconds on a long history)."""
+    adopted = trainer.adopt()
     for ex in items:
         trainer.add(ex)
-    out = trainer.advance(grace_s)
+    out = trainer.advance(grace_s, background)
+    if adopted and not out:
+        out.append(trainer.update())
     if trainer not in _ANNOUNCED:
         _ANNOUNCED.add(trainer)
         if not out:

@@ -362,7 +362,7 @@ class DelayedLearner:
     def _submit(self) -> None:
         assert self.history is not None
         data = self.history.dataset(len(LEARNER_FEATURES))  # a copy: the history goes on
-        _FITS[id(self)] = (self, _fit_pool().submit(fit_arrays, *data))
+        _FITS[id(self)] = (self, fit_pool().submit(fit_arrays, *data))
         self.fit_due = True
 
     def _swap(self, booster: Booster) -> None:
@@ -383,7 +383,7 @@ learner is held too, so its ``id`` cannot be reused by another while its fit run
 _POOL: list[ThreadPoolExecutor] = []
 
 
-def _fit_pool() -> ThreadPoolExecutor:
+def fit_pool() -> ThreadPoolExecutor:
     """One thread per process fits boosters (a fit uses one core: ``THREADS``)."""
     if not _POOL:
         _POOL.append(ThreadPoolExecutor(1, thread_name_prefix="booster-fit"))

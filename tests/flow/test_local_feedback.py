@@ -34,13 +34,15 @@ from dataflows.detection.feedback import (
     _DaySample,
     _examples_due,
     _merchant_days_due,
+    _predict,
+    fitting,
     on_merchant_days,
     on_trainer,
     quiet_grace,
 )
 from dataflows.detection.learner import LEARNER_FEATURES
 from dataflows.detection.merchants import MerchantLabel, label_json
-from dataflows.flow import build_flow
+from dataflows.flow import StepLogic, build_flow
 from schemas.settings import Settings
 from schemas.units import DAY_MS
 from tests.conftest import T0, fixed_clock, txn_bytes
@@ -268,6 +270,27 @@ def test_a_shard_days_behind_is_waited_for_before_it_counts_as_quiet(
     assert t.complete is None, "b may be behind"
     now[0] = grace
     assert [u.through for u in on_trainer(t, [], grace)] == [9.0]
+
+
+def test_a_background_fit_leaves_the_trainer_free_and_is_published_when_done() -> None:
+    """With learner_fit_background the trainer's worker (which also scores) does not
+    pause for a fit: the day's update comes at once with the models in force, the step
+    wakes while the fit runs, and the booster, the same as one fitted in the step, is
+    published as a new generation once it ends."""
+    days = [_day("a", d, 30, 1500, d) for d in (9, 10)]
+    t = Trainer(shards=1, delay_ms=DAY_MS)
+    out = on_trainer(t, days, background=True)
+    assert [(u.generation, u.through) for u in out] == [(0, 9.0), (0, 10.0)]
+    step = StepLogic(t, on_trainer, False, wake=fitting)
+    assert fitting(t) and step.notify_at() is not None, "woken to adopt the fit"
+    feedback._TRAINER_FITS[id(t)][1].result(timeout=120)
+    done, _ = step.on_notify()
+    assert [(u.generation, u.through) for u in done] == [(1, 10.0)]
+    assert not fitting(t) and step.notify_at() is None
+    inline = Trainer(shards=1, delay_ms=DAY_MS)
+    same = on_trainer(inline, days)[-1]
+    xs = [x for d in days for x in d.frauds[:5]]
+    assert _predict(done[0], xs) == _predict(same, xs)
 
 
 def test_merchant_totals_publish_a_day_once_every_shard_has_sent_it() -> None:
