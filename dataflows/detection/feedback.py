@@ -28,7 +28,9 @@ before its delay).  With ``feedback_wait_s`` it waits for them (in order, in its
 so what it reads depends on event time only: the same on one worker or many, in any
 batch size.  Without a wait (production) it reads what is published, which in real time
 is the same thing: a day's summaries are published seconds after the day closes, a label
-delay before any row needs them.
+delay before any row needs them.  Labels are the exception to "event time only": they
+arrive when analysts and chargebacks send them, and one that comes after its day's totals
+were published corrects them for later rows only (no row waits for labels).
 """
 
 from __future__ import annotations
