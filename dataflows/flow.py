@@ -68,13 +68,13 @@ from dataflows.detection.feedback import (
     ShardFeedback,
     Trainer,
     finish_scores,
-    fitting,
     label_shard,
     merchant_key,
     on_merchant_days,
     on_trainer,
     quiet_grace,
     record,
+    waiting,
 )
 from dataflows.detection.idempotency import FinalDecisions, on_final
 from dataflows.detection.learner import DelayedLearner, on_learner_events
@@ -247,7 +247,7 @@ class StepLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
     def notify_at(self) -> datetime | None:
         """Rows held for the feedback loop (``local``) are looked at again soon even when
         no event comes (they may wait at most ``feedback_wait_s``), and so is a state
-        ``wake`` asks for (the trainer's background fit, swapped in once it ends)."""
+        ``wake`` asks for (a day a quiet shard holds back, a background fit)."""
         fb = getattr(self.state, "fb", None)
         if (fb is not None and fb.held) or (self.wake is not None and self.wake(self.state)):
             return datetime.now(UTC) + WAKE
@@ -539,7 +539,9 @@ def _local_feedback(
     def fresh_totals() -> MerchantTotals:
         return MerchantTotals(shards=n_keys)
 
-    published = stateful_step("merchant_totals", both, fresh_totals, totals, snapshots)
+    published = stateful_step(
+        "merchant_totals", both, fresh_totals, totals, snapshots, wake=waiting
+    )
     if s.learner_weight > 0:
         delay_ms, retrain_ms = s.label_delay_days * DAY_MS, s.learner_retrain_days * DAY_MS
 
@@ -552,7 +554,7 @@ def _local_feedback(
         def train(trainer: Trainer, batch: list[Any]) -> list[Any]:
             return on_trainer(trainer, batch, grace, background)
 
-        models = stateful_step("trainer", examples, fresh, train, snapshots, wake=fitting)
+        models = stateful_step("trainer", examples, fresh, train, snapshots, wake=waiting)
         published = op.merge("publish_in", published, models)
     op.output("publish", published, publish)
 

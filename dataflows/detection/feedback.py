@@ -103,6 +103,7 @@ __all__ = [
     "on_trainer",
     "quiet_grace",
     "record",
+    "waiting",
 ]
 
 
@@ -858,6 +859,19 @@ def fitting(trainer: Trainer) -> bool:
     """Whether a background fit of ``trainer`` is in flight (its step wakes to adopt it)."""
     got = _TRAINER_FITS.get(id(trainer))
     return got is not None and got[0] is trainer
+
+
+def waiting(state: MerchantTotals | Trainer) -> bool:
+    """Whether an aggregator or the trainer waits for something the wall clock brings:
+    a day some shard has not sent (it may count as quiet after :data:`QUIET_GRACE_S`),
+    or a background fit.  Its step looks again soon even when no item comes."""
+    if type(state) is Trainer:
+        if fitting(state):
+            return True
+        return state.latest is not None and (
+            state.complete is None or state.latest > state.complete
+        )
+    return bool(state.sent)
 
 
 def on_trainer(

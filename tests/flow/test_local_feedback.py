@@ -39,6 +39,7 @@ from dataflows.detection.feedback import (
     on_merchant_days,
     on_trainer,
     quiet_grace,
+    waiting,
 )
 from dataflows.detection.learner import LEARNER_FEATURES
 from dataflows.detection.merchants import MerchantLabel, label_json
@@ -252,6 +253,8 @@ def test_a_shard_days_behind_is_waited_for_before_it_counts_as_quiet(
     on_merchant_days(agg, days("a", 100) + days("b", 100), s)
     assert agg.complete == 100
     assert on_merchant_days(agg, days("a", 101, 102, 103), s) == [], "b may be behind"
+    step = StepLogic(agg, lambda a, b: on_merchant_days(a, b, s), False, wake=waiting)
+    assert step.notify_at() is not None, "the grace runs out with no item coming"
     now[0] = grace / 2
     out = on_merchant_days(agg, days("b", 101), s)
     assert out == [MerchantTotal("m1", 101, 2, 0), TotalsThrough("0", 101)], "whole"
@@ -259,7 +262,7 @@ def test_a_shard_days_behind_is_waited_for_before_it_counts_as_quiet(
     now[0] = grace + 1  # a sent day 103 a grace ago: only day 101 may skip b (it is whole)
     assert on_merchant_days(agg, [], s) == []
     now[0] = 1.5 * grace + 1  # and day 104 a grace ago, b still silent: b is quiet
-    out = on_merchant_days(agg, [], s)
+    out, _ = step.on_notify()
     assert out == [MerchantTotal("m1", 102, 1, 0), TotalsThrough("0", 102)]
 
     t = Trainer(shards=2, delay_ms=DAY_MS)
@@ -281,7 +284,7 @@ def test_a_background_fit_leaves_the_trainer_free_and_is_published_when_done() -
     t = Trainer(shards=1, delay_ms=DAY_MS)
     out = on_trainer(t, days, background=True)
     assert [(u.generation, u.through) for u in out] == [(0, 9.0), (0, 10.0)]
-    step = StepLogic(t, on_trainer, False, wake=fitting)
+    step = StepLogic(t, on_trainer, False, wake=waiting)
     assert fitting(t) and step.notify_at() is not None, "woken to adopt the fit"
     feedback._TRAINER_FITS[id(t)][1].result(timeout=120)
     done, _ = step.on_notify()
