@@ -18,6 +18,7 @@ not be writable by anyone else.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import pickle
@@ -157,6 +158,9 @@ class FeedbackFollower:
             target=self._run, args=(c,), daemon=True, name="feedback-state"
         )
         self._thread.start()
+        # A daemon thread still in librdkafka's poll at interpreter exit can crash it:
+        # stop and close first (the flow's process ends with its flow).
+        atexit.register(self.stop)
         return self
 
     def _run(self, c: Consumer) -> None:

@@ -141,3 +141,19 @@ def test_a_recovered_partition_of_another_topic_is_refused(
     src = _source(Script(), monkeypatch)
     with pytest.raises(ValueError, match="'0-other' is not of"):
         src.build_part("in", "0-other", 4)
+
+
+def test_a_consumer_left_open_is_closed_at_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow that ended before bytewax closed its partitions leaves a consumer open;
+    the exit hook closes it (librdkafka's destructor at teardown can crash the process),
+    and a later close of the partition does not close it again."""
+    import dataflows.connectors.kafka_source as ks
+
+    closes = []
+    script = Script()
+    monkeypatch.setattr(script, "close", lambda: closes.append(1))
+    part = _source(script, monkeypatch).build_part("in", "0-t", 0)
+    ks.close_open()
+    assert closes == [1]
+    part.close()
+    assert closes == [1]
