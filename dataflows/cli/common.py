@@ -196,6 +196,7 @@ def add_generator(
     users_help: str = "card holders (default 5000)",
     rate_help: str = "events per second (default 0 = as fast as possible)",
     fraud_default: float = 0.01,
+    start_help: str = "event time of the first event (ISO-8601)",
 ) -> None:
     p.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
     p.add_argument("--users", type=positive_int("users"), default=5000, help=users_help)
@@ -212,7 +213,7 @@ def add_generator(
         default=0.0,
         help=rate_help,
     )
-    p.add_argument("--start", type=timestamp, help="event time of the first event (ISO-8601)")
+    p.add_argument("--start", type=timestamp, help=start_help)
     p.add_argument(
         "--patterns",
         default="classic",

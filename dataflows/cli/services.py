@@ -40,7 +40,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError("--rate must be positive for the demo (it paces by event time)")
     if args.users is None:
         args.users = users_for_rate(args.rate)
-    return run_demo(s, gen_config(args), args.rate, fresh=args.fresh, seconds=args.seconds)
+    return run_demo(
+        s, gen_config(args), args.rate, fresh=args.fresh, seconds=args.seconds, start=args.start
+    )
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -115,6 +117,8 @@ def register_demo(sub: Any) -> None:
         rate_help="average events per second over a day; traffic follows the hour of day "
         "(default 20: event time = wall clock)",
         fraud_default=0.02,
+        start_help="event time of the first event (ISO-8601; default now, or after the "
+        "stored data): a daytime start shows daytime traffic at any hour",
     )
     p.set_defaults(rate=20.0, users=None)
     p.add_argument("--fresh", action="store_true", help="delete the stored data first")

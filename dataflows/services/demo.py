@@ -150,8 +150,11 @@ def run_demo(
     *,
     fresh: bool = False,
     seconds: float | None = None,
+    start: datetime | None = None,
 ) -> int:
-    """Run the whole system until Ctrl-C (or ``seconds``); returns the exit code."""
+    """Run the whole system until Ctrl-C (or ``seconds``); returns the exit code.
+
+    Event time starts at ``start`` (default: now), and always after the stored data."""
     from bytewax.run import cli_main
 
     from dash_app.app import create_app
@@ -182,7 +185,7 @@ def run_demo(
         store = Store.from_settings(s)
         applied = migrate(store, s.clickhouse_ttl_days)
         bounds = q.data_bounds(store)
-        start = datetime.now(UTC).replace(microsecond=0)
+        start = (start or datetime.now(UTC)).replace(microsecond=0)
         if bounds is not None:
             start = max(start, bounds[1] + timedelta(minutes=1))
         tag = f"r{int(time.time()) % 10**8}-"
