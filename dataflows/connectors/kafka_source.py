@@ -6,12 +6,17 @@ fetch requests (every ``fetch.wait.max.ms`` while idle).  Here the partitions a 
 thread reads share one consumer, whose one fetch covers them all; its messages are
 sorted into a queue per partition, and each bytewax partition keeps its own resume
 offset, as before (same items, same partition names, same snapshots: a recovery
-directory written by either source resumes with the other).
+directory written by either source resumes with the other).  A partition whose queue
+holds a batch is paused at the consumer until it drains: one consumer's fetches come a
+partition at a time, and without the pause a partition ran days of event time ahead of
+the others, so the feedback loop's merchant days completed early and were published
+again as the rest arrived (1.7 times as many totals).
 
 Measured on the embedded broker, one process over 12 partitions at 2,000 events/s
 (``fraud latency --rate 2000 --seconds 15 --partitions 12 --set feedback_input=false
 --set hst_engine=numpy``): produce→alert p50 213 → 118 ms, p99 690 → 238 ms.  On 2
-processes, broker connections per flow process 19 → 9.
+processes, broker connections per flow process 19 → 9; idle, the flow's CPU 8.6 → 6.9 %
+and the broker's 23.6 → 6.4 % of a core.
 
 A consumer left open when the interpreter exits (a flow that ended on an error before
 bytewax closed every partition) is closed by an exit hook: librdkafka's destructor
@@ -65,12 +70,14 @@ class _Reader:
         self.consumer = Consumer(config)
         self.batch = batch
         self.queues: dict[tuple[str, int], deque[Any]] = {}
+        self.paused: set[tuple[str, int]] = set()
         self.closed = False
         _OPEN.add(self)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._resume(list(self.paused))
             self.consumer.close()
 
     def assign(self, topic: str, part: int, offset: int) -> None:
@@ -80,6 +87,7 @@ class _Reader:
     def unassign(self, topic: str, part: int) -> bool:
         """Forget a partition; True when it was the last one (close the consumer)."""
         self.queues.pop((topic, part), None)
+        self._resume([(topic, part)])  # unassigned and closed as librdkafka had it
         self.consumer.incremental_unassign([TopicPartition(topic, part)])
         return not self.queues
 
@@ -104,6 +112,21 @@ class _Reader:
                 q.append(KafkaError(err, _source_message(m)))
             else:
                 q.append(_source_message(m))
+        full = [k for k, q in self.queues.items() if len(q) >= self.batch and k not in self.paused]
+        if full:  # stop fetching what is already a batch ahead: partitions move together
+            self.consumer.pause([TopicPartition(*k) for k in full])
+            self.paused.update(full)
+
+    def drained(self, key: tuple[str, int]) -> None:
+        """A paused partition's queue ran low: fetch it again."""
+        if key in self.paused and len(self.queues[key]) < self.batch // 2:
+            self._resume([key])
+
+    def _resume(self, keys: list[tuple[str, int]]) -> None:
+        keys = [k for k in keys if k in self.paused]
+        if keys:
+            self.paused.difference_update(keys)
+            self.consumer.resume([TopicPartition(*k) for k in keys])
 
 
 class _SharedPartition(StatefulSourcePartition[Item, int]):
@@ -133,6 +156,7 @@ class _SharedPartition(StatefulSourcePartition[Item, int]):
             off = item.msg.offset if isinstance(item, KafkaError) else item.offset
             if isinstance(off, int) and off >= 0:  # an error may carry no offset
                 self.offset = off + 1
+        self.reader.drained(self.key)
         # Nothing yet: bytewax polls the worker's other partitions, then parks until
         # IDLE (a blocking wait here would stall the worker once per empty partition).
         self.awake = None if out or self.eof else datetime.now(UTC) + IDLE

@@ -61,7 +61,14 @@ class Script:
     def __init__(self, *polls: list[Msg]) -> None:
         self.polls = list(polls)
         self.assigned: list[tuple[str, int, int]] = []
+        self.paused: set[int] = set()
         self.closed = False
+
+    def pause(self, tps: list[Any]) -> None:
+        self.paused |= {tp.partition for tp in tps}
+
+    def resume(self, tps: list[Any]) -> None:
+        self.paused -= {tp.partition for tp in tps}
 
     def incremental_assign(self, tps: list[Any]) -> None:
         self.assigned += [(tp.topic, tp.partition, tp.offset) for tp in tps]
@@ -76,11 +83,15 @@ class Script:
         self.closed = True
 
 
-def _source(script: Script, monkeypatch: pytest.MonkeyPatch) -> SharedKafkaSource:
+def _source(
+    script: Script, monkeypatch: pytest.MonkeyPatch, batch: int = 1000
+) -> SharedKafkaSource:
     import dataflows.connectors.kafka_source as ks
 
     monkeypatch.setattr(ks, "Consumer", lambda config: script)
-    return SharedKafkaSource(["127.0.0.1:1"], ["t"], tail=False, raise_on_errors=False)
+    return SharedKafkaSource(
+        ["127.0.0.1:1"], ["t"], tail=False, raise_on_errors=False, batch_size=batch
+    )
 
 
 def _drain(part: Any) -> list[Any]:
@@ -157,3 +168,37 @@ def test_a_consumer_left_open_is_closed_at_exit(monkeypatch: pytest.MonkeyPatch)
     assert closes == [1]
     part.close()
     assert closes == [1]
+
+
+def test_a_partition_a_batch_ahead_is_paused_until_drained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fetches of one consumer come a partition at a time; without a pause one
+    partition runs ahead of the others in event time (a day closes early)."""
+    script = Script([Msg("t", 0, 0), Msg("t", 0, 1), Msg("t", 0, 2), Msg("t", 1, 0)])
+    src = _source(script, monkeypatch, batch=2)
+    p0 = src.build_part("in", "0-t", None)
+    p1 = src.build_part("in", "1-t", None)
+    assert [m.offset for m in p1.next_batch()] == [0]
+    assert script.paused == {0}  # three queued for p0: a batch ahead
+    assert [m.offset for m in p0.next_batch()] == [0, 1]
+    assert script.paused == {0}  # one left: still at least half a batch
+    assert [m.offset for m in p0.next_batch()] == [2]
+    assert script.paused == set()  # drained: fetched again
+    assert p0.snapshot() == 3
+
+
+def test_a_paused_partition_is_resumed_before_it_is_unassigned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unassigned and closed as librdkafka fetched it: no paused partition outlives its
+    bytewax partition or the consumer."""
+    script = Script([Msg("t", 0, 0), Msg("t", 0, 1), Msg("t", 0, 2)])
+    src = _source(script, monkeypatch, batch=2)
+    p0 = src.build_part("in", "0-t", None)
+    p1 = src.build_part("in", "1-t", None)
+    assert p1.next_batch() == [] and script.paused == {0}
+    p0.close()
+    assert script.paused == set() and not script.closed
+    p1.close()
+    assert script.closed
