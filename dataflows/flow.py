@@ -74,7 +74,8 @@ from dataflows.detection.feedback import (
     on_trainer,
     quiet_grace,
     record,
-    waiting,
+    totals_waiting,
+    trainer_waiting,
 )
 from dataflows.detection.idempotency import FinalDecisions, on_final
 from dataflows.detection.learner import DelayedLearner, on_learner_events
@@ -245,11 +246,10 @@ class StepLogic(StatefulBatchLogic[Any, Any, bytes | None], Generic[S]):
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        """Rows held for the feedback loop (``local``) are looked at again soon even when
-        no event comes (they may wait at most ``feedback_wait_s``), and so is a state
-        ``wake`` asks for (a day a quiet shard holds back, a background fit)."""
-        fb = getattr(self.state, "fb", None)
-        if (fb is not None and fb.held) or (self.wake is not None and self.wake(self.state)):
+        """While ``wake(state)`` holds, the state is looked at again soon even when no
+        item comes (the ``local`` loop: rows held for their day's totals and models, a
+        day a quiet shard holds back, a background fit)."""
+        if self.wake is not None and self.wake(self.state):
             return datetime.now(UTC) + WAKE
         return None
 
@@ -406,7 +406,9 @@ def build_flow(
             return []
         return _score_local(shard, [], s, clock, in_force, view, hold_ms, eof=True)
 
-    outcome = stateful_step("score", keyed, lambda: new_shard(s), score, snapshots, flush)
+    outcome = stateful_step(
+        "score", keyed, lambda: new_shard(s), score, snapshots, flush, _holding if local else None
+    )
     if local:
         summaries = op.branch("fb_summary", outcome, lambda x: isinstance(x, FeedbackSummary))
         outcome = summaries.falses
@@ -478,6 +480,12 @@ def _with_verdicts(
     return out
 
 
+def _holding(shard: Shard) -> bool:
+    """Rows held for the feedback loop may wait at most ``feedback_wait_s``: look again."""
+    fb = getattr(shard, "fb", None)
+    return fb is not None and bool(fb.held)
+
+
 def _score_local(
     shard: Shard,
     batch: list[Any],
@@ -540,7 +548,7 @@ def _local_feedback(
         return MerchantTotals(shards=n_keys)
 
     published = stateful_step(
-        "merchant_totals", both, fresh_totals, totals, snapshots, wake=waiting
+        "merchant_totals", both, fresh_totals, totals, snapshots, wake=totals_waiting
     )
     if s.learner_weight > 0:
         delay_ms, retrain_ms = s.label_delay_days * DAY_MS, s.learner_retrain_days * DAY_MS
@@ -554,7 +562,7 @@ def _local_feedback(
         def train(trainer: Trainer, batch: list[Any]) -> list[Any]:
             return on_trainer(trainer, batch, grace, background)
 
-        models = stateful_step("trainer", examples, fresh, train, snapshots, wake=waiting)
+        models = stateful_step("trainer", examples, fresh, train, snapshots, wake=trainer_waiting)
         published = op.merge("publish_in", published, models)
     op.output("publish", published, publish)
 

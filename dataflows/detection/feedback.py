@@ -103,7 +103,8 @@ __all__ = [
     "on_trainer",
     "quiet_grace",
     "record",
-    "waiting",
+    "totals_waiting",
+    "trainer_waiting",
 ]
 
 
@@ -861,17 +862,16 @@ def fitting(trainer: Trainer) -> bool:
     return got is not None and got[0] is trainer
 
 
-def waiting(state: MerchantTotals | Trainer) -> bool:
-    """Whether an aggregator or the trainer waits for something the wall clock brings:
-    a day some shard has not sent (it may count as quiet after :data:`QUIET_GRACE_S`),
-    or a background fit.  Its step looks again soon even when no item comes."""
-    if type(state) is Trainer:
-        if fitting(state):
-            return True
-        return state.latest is not None and (
-            state.complete is None or state.latest > state.complete
-        )
-    return bool(state.sent)
+def totals_waiting(agg: MerchantTotals) -> bool:
+    """An aggregator waits on a day some shard has not sent (it may count as quiet after
+    :data:`QUIET_GRACE_S`): its step looks again soon even when no item comes."""
+    return bool(agg.sent)
+
+
+def trainer_waiting(trainer: Trainer) -> bool:
+    """The trainer waits on a day some shard has not sent, or on a background fit."""
+    done, latest = trainer.complete, trainer.latest
+    return fitting(trainer) or (latest is not None and (done is None or latest > done))
 
 
 def on_trainer(

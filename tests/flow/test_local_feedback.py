@@ -39,7 +39,8 @@ from dataflows.detection.feedback import (
     on_merchant_days,
     on_trainer,
     quiet_grace,
-    waiting,
+    totals_waiting,
+    trainer_waiting,
 )
 from dataflows.detection.learner import LEARNER_FEATURES
 from dataflows.detection.merchants import MerchantLabel, label_json
@@ -253,7 +254,7 @@ def test_a_shard_days_behind_is_waited_for_before_it_counts_as_quiet(
     on_merchant_days(agg, days("a", 100) + days("b", 100), s)
     assert agg.complete == 100
     assert on_merchant_days(agg, days("a", 101, 102, 103), s) == [], "b may be behind"
-    step = StepLogic(agg, lambda a, b: on_merchant_days(a, b, s), False, wake=waiting)
+    step = StepLogic(agg, lambda a, b: on_merchant_days(a, b, s), False, wake=totals_waiting)
     assert step.notify_at() is not None, "the grace runs out with no item coming"
     now[0] = grace / 2
     out = on_merchant_days(agg, days("b", 101), s)
@@ -284,7 +285,7 @@ def test_a_background_fit_leaves_the_trainer_free_and_is_published_when_done() -
     t = Trainer(shards=1, delay_ms=DAY_MS)
     out = on_trainer(t, days, background=True)
     assert [(u.generation, u.through) for u in out] == [(0, 9.0), (0, 10.0)]
-    step = StepLogic(t, on_trainer, False, wake=waiting)
+    step = StepLogic(t, on_trainer, False, wake=trainer_waiting)
     assert fitting(t) and step.notify_at() is not None, "woken to adopt the fit"
     feedback._TRAINER_FITS[id(t)][1].result(timeout=120)
     done, _ = step.on_notify()
