@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,26 @@ def _figures(lat_ms: list[float]) -> dict[str, float]:
         "p95_ms": _percentile(lat_ms, 0.95),
         "p99_ms": _percentile(lat_ms, 0.99),
         "max_ms": max(lat_ms) if lat_ms else float("nan"),
+    }
+
+
+STAGES = ("to_scored", "to_produced", "to_consumed")
+"""Where an alert's time went: produced → scored by the flow (the broker, the flow's
+consumer, its queue and the scoring; the alert's ``created_at``), → produced on the
+alerts topic (the flow's sinks; the message's Kafka timestamp), → read by the timing
+consumer (the flow producer's linger and the broker)."""
+
+
+def _tail_stages(marks: list[tuple[float, float, float, float]]) -> dict[str, float]:
+    """Mean ms of each of :data:`STAGES` over the slowest 1 % of alerts (by total), so
+    a p99 can be read as a sum of parts.  ``marks`` are (sent, scored, produced,
+    consumed) wall times in seconds."""
+    if not marks:
+        return {}
+    tail = sorted(marks, key=lambda m: m[3] - m[0])[-max(1, len(marks) // 100) :]
+    return {
+        f"tail_{name}_ms": 1000.0 * sum(m[i + 1] - m[i] for m in tail) / len(tail)
+        for i, name in enumerate(STAGES)
     }
 
 
@@ -130,6 +151,7 @@ def measure_latency(
     flows = _flow_processes(s, processes)
     sent: dict[str, float] = {}
     lat: list[float] = []
+    marks: list[tuple[float, float, float, float]] = []
     warm_sent: dict[str, float] = {}
     warm_lat: list[float] = []
     stop = threading.Event()
@@ -142,11 +164,13 @@ def measure_latency(
             if m is None or m.error():
                 continue
             now = time.time()
-            txn_id = orjson.loads(m.value())["txn_id"]
-            t = sent.get(txn_id)
+            alert = orjson.loads(m.value())
+            t = sent.get(alert["txn_id"])
             if t is not None:
                 lat.append((now - t) * 1000.0)
-            elif (w := warm_sent.get(txn_id)) is not None:
+                scored = datetime.fromisoformat(alert["created_at"]).timestamp()
+                marks.append((t, scored, m.timestamp()[1] / 1000.0, now))
+            elif (w := warm_sent.get(alert["txn_id"])) is not None:
                 warm_lat.append((now - w) * 1000.0)
         c.close()
 
@@ -185,7 +209,7 @@ def measure_latency(
                 flow.kill()
         if broker is not None:
             broker.stop()
-    return {"alerts": float(len(lat)), **_figures(lat)}
+    return {"alerts": float(len(lat)), **_figures(lat), **_tail_stages(marks)}
 
 
 def measure_broker(

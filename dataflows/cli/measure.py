@@ -50,6 +50,12 @@ def cmd_latency(args: argparse.Namespace) -> int:
         f"alerts {r['alerts']:.0f}: p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, "
         f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms"
     )
+    if "tail_to_scored_ms" in r:
+        print(
+            f"slowest 1 %, mean ms: produced->scored {r['tail_to_scored_ms']:.1f}, "
+            f"->alert produced {r['tail_to_produced_ms']:.1f}, "
+            f"->read {r['tail_to_consumed_ms']:.1f}"
+        )
     return 0
 
 
