@@ -1,12 +1,11 @@
 """What bytewax's cluster mode costs a worker: ``python -m dataflows.bench.cluster_poll``.
 
 A process started as part of a cluster (``-i``/``-a``, or ``cluster_main``) runs its
-workers on threads while the main thread loops: sleep 1 ms, take the GIL, check for
-signals (bytewax 0.21.1, ``src/run.rs`` ``cluster_main``; unchanged on its main branch).
-A single process without cluster flags runs its one worker on the main thread
-(``run_main``) and has no such loop.  Every time the worker lets go of the GIL between
-operators, the main thread may take it, so the worker waits for it back: the cost grows
-with the number of operator calls, i.e. with small batches, which is what a flow at a
+workers on threads, through timely's inter-thread channels and progress tracking, while
+the main thread loops: sleep 1 ms, take the GIL, check for signals (bytewax 0.21.1,
+``src/run.rs`` ``cluster_main``; unchanged on its main branch).  A single process without
+cluster flags runs its one worker on the main thread (``run_main``) with neither.  Both
+cost per operator activation, so they show at small batches, which is what a flow at a
 low rate sees (a few events per poll).  This times the same CPU-bound flow of ``steps``
 map operators both ways, for batches of ``sizes`` items, and prints items/s.
 """
