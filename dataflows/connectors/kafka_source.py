@@ -112,6 +112,11 @@ class _Reader:
                 q.append(KafkaError(err, _source_message(m)))
             else:
                 q.append(_source_message(m))
+        if len(self.queues) < 2:
+            # Nothing to keep together, and a pause costs: librdkafka drops a paused
+            # partition's prefetched messages and fetches them again on resume (one
+            # partition read at 1.9k events/s with it, 7.6k without).
+            return
         full = [k for k, q in self.queues.items() if len(q) >= self.batch and k not in self.paused]
         if full:  # stop fetching what is already a batch ahead: partitions move together
             self.consumer.pause([TopicPartition(*k) for k in full])

@@ -188,6 +188,19 @@ def test_a_partition_a_batch_ahead_is_paused_until_drained(
     assert p0.snapshot() == 3
 
 
+def test_a_lone_partition_is_never_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one partition there is nothing to keep in step, and every pause would
+    throw away what librdkafka had prefetched for it."""
+    script = Script([Msg("t", 0, 0), Msg("t", 0, 1), Msg("t", 0, 2)], [Msg("t", 0, 3)])
+    src = _source(script, monkeypatch, batch=2)
+    p0 = src.build_part("in", "0-t", None)
+    assert [m.offset for m in p0.next_batch()] == [0, 1]
+    assert script.paused == set()
+    assert [m.offset for m in p0.next_batch()] == [2]
+    assert [m.offset for m in p0.next_batch()] == [3]
+    assert script.paused == set()
+
+
 def test_a_paused_partition_is_resumed_before_it_is_unassigned(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
