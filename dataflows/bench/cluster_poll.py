@@ -24,7 +24,7 @@ from bytewax.testing import cluster_main, run_main
 
 from dataflows.connectors.local import CallbackSink
 
-__all__ = ["items_per_second"]
+__all__ = ["items_per_second", "timed_run"]
 
 
 class _Timed(StatelessSourcePartition[int]):
@@ -58,6 +58,12 @@ def _work(x: int) -> int:
 def items_per_second(cluster: bool, size: int, steps: int = 10, seconds: float = 5.0) -> float:
     """Items through ``steps`` map operators per second on one worker, started as a
     one-process cluster (``cluster``) or as a single process."""
+    count, elapsed = timed_run(cluster, size, steps, seconds)
+    return count / elapsed
+
+
+def timed_run(cluster: bool, size: int, steps: int, seconds: float) -> tuple[int, float]:
+    """Items that came out of the last step, and the seconds the run took."""
     seen = [0]
     flow = Dataflow("cluster_poll")
     stream: Any = op.input("in", flow, _Source(size, seconds))
@@ -69,7 +75,7 @@ def items_per_second(cluster: bool, size: int, steps: int = 10, seconds: float =
         cluster_main(flow, [], 0, epoch_interval=timedelta(seconds=10))
     else:
         run_main(flow, epoch_interval=timedelta(seconds=10))
-    return seen[0] / (time.monotonic() - began)
+    return seen[0], time.monotonic() - began
 
 
 def main(argv: list[str]) -> int:
