@@ -40,6 +40,7 @@ import pickle
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import bytewax.operators as op
@@ -57,7 +58,7 @@ from dataflows.connectors.kafka import (
     kafka_sink,
     kafka_source,
 )
-from dataflows.connectors.local import CallbackSink, StoppableSource
+from dataflows.connectors.local import CallbackSink, HistorySource, StoppableSource
 from dataflows.connectors.routing import Alignment
 from dataflows.connectors.rules_feed import policy_feed
 from dataflows.detection.feedback import (
@@ -93,6 +94,7 @@ __all__ = [
     "Parsed",
     "StepLogic",
     "build_flow",
+    "history_flow",
     "kafka_flow",
     "parse_message",
     "row_part",
@@ -431,6 +433,26 @@ def build_flow(
     alerts = op.filter_map("alerts", scored, lambda x: Alert.from_scored(x) if x.flagged else None)
     _emit("alerts_out", alerts, alert_sink)
     return flow
+
+
+def history_flow(
+    s: Settings, root: Path, workers: int, row_sink: RowSinks, dlq_sink: DlqSinks
+) -> Dataflow:
+    """``fraud backfill``: a stored history (:class:`HistorySource`, ``partitions``
+    partitions by user, each in event-time order) scored by :func:`build_flow` into
+    ``row_sink``.  With aligned partitions each user's rows are read, scored and stored
+    on one worker, on any number of processes; alerts live in the rows (flagged)."""
+    source = HistorySource(root, s.partitions)
+    align = Alignment(source.list_parts(), workers) if s.align_partitions else None
+    return build_flow(
+        s,
+        source,
+        CallbackSink(lambda _: None),
+        row_sink,
+        dlq_sink,
+        flow_id="fraud_backfill",
+        align=align,
+    )
 
 
 def row_part(align: Alignment) -> Callable[[str], int]:

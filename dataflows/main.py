@@ -29,7 +29,13 @@ from dataflows.flow import kafka_flow
 from schemas.errors import ConfigError
 from schemas.settings import Settings, load_settings
 
-__all__ = ["bytewax_recovery_dir", "bytewax_workers", "get_flow", "with_running_recovery"]
+__all__ = [
+    "bytewax_recovery_dir",
+    "bytewax_workers",
+    "get_backfill_flow",
+    "get_flow",
+    "with_running_recovery",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +98,19 @@ def with_running_recovery(s: Settings, running: Path | None) -> Settings:
     return s.model_copy(update={"recovery_dir": running})
 
 
-def get_flow() -> Dataflow:
-    """The Kafka flow writing to ClickHouse."""
+def _under_bytewax_run() -> bool:
+    return getattr(sys.modules["__main__"].__spec__, "name", None) == "bytewax.run"
+
+
+def _process_settings() -> Settings:
+    """``FRAUD_*`` settings for a flow process, with the recovery bytewax runs with;
+    refused (exit 2) when they disagree."""
     from dataflows.flow import tune_gc
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     tune_gc()
     s = load_settings()
-    if getattr(sys.modules["__main__"].__spec__, "name", None) == "bytewax.run":
+    if _under_bytewax_run():
         try:
             s = with_running_recovery(s, bytewax_recovery_dir(sys.argv[1:]))
         except ConfigError as e:
@@ -107,14 +118,33 @@ def get_flow() -> Dataflow:
             raise SystemExit(2) from None
     if s.recovery_dir is not None:
         log.info("recovery on: %s (state snapshots included)", s.recovery_dir)
+    return s
+
+
+def get_backfill_flow(history: str, progress: str | None = None) -> Dataflow:
+    """``fraud backfill``'s flow in one process of its cluster: the Parquet history at
+    ``history`` scored into ClickHouse, counts kept under ``progress`` for the parent."""
+    from dataflows.connectors.local import ProgressFileSink
+    from dataflows.flow import history_flow
+
+    s = _process_settings()
+    migrate(Store.from_settings(s), s.clickhouse_ttl_days)
+    workers = bytewax_workers(sys.argv[1:]) if _under_bytewax_run() else 1
+    rows: list[Any] = [clickhouse_sink(s)]
+    if progress:
+        rows.append(ProgressFileSink(Path(progress)))
+    return history_flow(s, Path(history), workers, rows, dead_letter_sink(s))
+
+
+def get_flow() -> Dataflow:
+    """The Kafka flow writing to ClickHouse."""
+    s = _process_settings()
     if s.metrics_port:
         metrics.serve_metrics(s.metrics_port)
         metrics.LagWatcher(consumer_config(s, f"{s.consumer_group}-lag")).start()
     store = Store.from_settings(s)
     migrate(store, s.clickhouse_ttl_days)
-    workers = 1
-    if getattr(sys.modules["__main__"].__spec__, "name", None) == "bytewax.run":
-        workers = bytewax_workers(sys.argv[1:])
+    workers = bytewax_workers(sys.argv[1:]) if _under_bytewax_run() else 1
     # the version in force (topic, or ClickHouse when the topic is behind) before the
     # first event: a restart from recovery never scores with a stale policy
     feed = policy_feed(s, store)

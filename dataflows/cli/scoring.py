@@ -17,6 +17,7 @@ from dataflows.cli.common import (
     kafka_settings,
     log_to_stderr,
     nonneg_float,
+    positive_int,
     settings_of,
 )
 from schemas.errors import ConfigError
@@ -224,16 +225,21 @@ def register_run(sub: Any) -> None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    """Score a stored history through the production flow into ClickHouse."""
-    from datetime import timedelta
+    """Score a stored history through the production flow into ClickHouse, on
+    ``--processes`` supervised processes (a bytewax cluster, as ``fraud cluster`` runs)."""
+    import signal
+    import tempfile
+    import threading
+    import time
 
-    from bytewax.recovery import RecoveryConfig
-    from bytewax.run import cli_main
-
-    from dataflows.connectors.chsink import dead_letter_sink
-    from dataflows.connectors.local import CallbackSink, HistorySource, history_files
-    from dataflows.flow import build_flow
-    from dataflows.services.cluster import init_recovery
+    from dataflows.connectors.local import history_files, read_progress
+    from dataflows.services.cluster import (
+        ClusterPlan,
+        Supervisor,
+        free_ports,
+        init_recovery,
+        process_env,
+    )
     from generators.stream import Progress
 
     s = settings_of(args)
@@ -242,48 +248,66 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if not files:
         raise ConfigError(f"--input {root}: no Parquet files there")
     total = _parquet_rows(files)
-    recovery = None
+    if args.processes > 1 and s.clickhouse_url.startswith("chdb:"):
+        raise ConfigError(
+            "clickhouse_url (FRAUD_CLICKHOUSE_URL): chDB allows one process per directory; "
+            f"--processes {args.processes} needs a ClickHouse server (http://...)"
+        )
     if s.recovery_dir is not None:
-        init_recovery(s.recovery_dir, 1)
-        recovery = RecoveryConfig(str(s.recovery_dir))
+        init_recovery(s.recovery_dir, args.processes)
     print(
-        f"fraud backfill: {total:,} events in {len(files)} file(s) from {root}"
-        + (f", resumable from {s.recovery_dir}" if recovery else ""),
+        f"fraud backfill: {total:,} events in {len(files)} file(s) from {root}, "
+        f"{s.partitions} partitions on {args.processes} process(es)"
+        + (f", resumable from {s.recovery_dir}" if s.recovery_dir else ""),
         file=sys.stderr,
     )
-    prog = Progress("backfill", total)
-    flagged = [0]
-
-    def on_rows(batch: list[Any]) -> None:
-        flagged[0] += sum(r.flagged for r in batch)
-        prog.update(len(batch), f"flagged {flagged[0]:,}")
-
-    flow = build_flow(
-        s,
-        HistorySource(root),
-        CallbackSink(lambda _: None),
-        [_store_sink(s), CallbackSink(on_rows)],
-        [CallbackSink(lambda _: None), dead_letter_sink(s)],
-        flow_id="fraud_backfill",
-    )
-    import time
-
-    t0 = time.monotonic()
-    cli_main(
-        flow,
-        epoch_interval=timedelta(seconds=args.snapshot_s),
-        recovery_config=recovery,
-    )
-    prog.done(f"flagged {flagged[0]:,}")
+    with tempfile.TemporaryDirectory(prefix="fraud-backfill-") as counts:
+        flow = f"dataflows.main:get_backfill_flow({str(root.resolve())!r}, {counts!r})"
+        plan = ClusterPlan(
+            args.processes, free_ports(args.processes), s.recovery_dir, args.snapshot_s, flow=flow
+        )
+        # Without recovery a restart would score everything again: fail instead.
+        sup = Supervisor(plan, process_env(s), max_restarts=3 if s.recovery_dir else 0)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: sup.stop.set())
+        rc: list[int] = []
+        runner = threading.Thread(target=lambda: rc.append(sup.run()), daemon=True)
+        prog = Progress("backfill", total)
+        t0 = time.monotonic()
+        runner.start()
+        while runner.is_alive():
+            runner.join(0.5)
+            rows, flagged = read_progress(Path(counts))
+            prog.update(rows - prog.n, f"flagged {flagged:,}")
+        rows, flagged = read_progress(Path(counts))
+        prog.update(rows - prog.n)
+        prog.done(f"flagged {flagged:,}")
     dt = time.monotonic() - t0
-    print(f"backfilled {prog.n:,} events in {dt:.1f}s ({prog.n / max(dt, 1e-9):,.0f} rows/s)")
-    return 0
+    again = (
+        f"; {sup.restarts} restart(s): rows after the last snapshot were scored again (stored once)"
+        if sup.restarts
+        else ""
+    )
+    print(f"backfilled {rows:,} events in {dt:.1f}s ({rows / max(dt, 1e-9):,.0f} rows/s){again}")
+    if sup.stop.is_set():
+        print("stopped: run the same command again to resume", file=sys.stderr)
+        return 130
+    return rc[0] if rc else 1
 
 
 def _parquet_rows(files: list[Path]) -> int:
+    """Rows of the history, from the files' footers; a file that is not Parquet is
+    refused naming it before anything runs."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    n = 0
+    for f in files:
+        try:
+            n += pq.ParquetFile(f).metadata.num_rows
+        except (OSError, pa.ArrowException) as e:
+            raise ConfigError(f"--input {f}: not a readable Parquet file ({e})") from None
+    return n
 
 
 def register_backfill(sub: Any) -> None:
@@ -293,6 +317,12 @@ def register_backfill(sub: Any) -> None:
         "ClickHouse; resumable with FRAUD_RECOVERY_DIR",
     )
     p.add_argument("--input", required=True, help="Parquet file or Hive-partitioned folder")
+    p.add_argument(
+        "--processes",
+        type=positive_int("processes"),
+        default=1,
+        help="bytewax processes, one worker each (1); several need a ClickHouse server",
+    )
     p.add_argument(
         "--snapshot-s",
         type=nonneg_float("snapshot-s"),

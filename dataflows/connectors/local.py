@@ -22,10 +22,13 @@ __all__ = [
     "IterSource",
     "LocalMessage",
     "PartitionedSource",
+    "Position",
+    "ProgressFileSink",
     "StoppableSource",
     "history_files",
     "jsonl_lines",
     "parquet_events",
+    "read_progress",
     "stop_on_signals",
 ]
 
@@ -205,6 +208,60 @@ class CallbackSink(DynamicSink[X]):
         return _CallbackPartition(self.fn)
 
 
+class _ProgressFilePartition(StatelessSinkPartition[Any]):
+    def __init__(self, path: Path, every_s: float) -> None:
+        self.path, self.every = path, every_s
+        self.rows = self.flagged = 0
+        self.last = 0.0
+
+    def write_batch(self, items: list[Any]) -> None:
+        import time
+
+        self.rows += len(items)
+        self.flagged += sum(bool(getattr(x, "flagged", False)) for x in items)
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            self._write()
+
+    def close(self) -> None:
+        self._write()
+
+    def _write(self) -> None:
+        import os
+
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(f"{self.rows} {self.flagged}\n")
+        os.replace(tmp, self.path)
+
+
+class ProgressFileSink(DynamicSink[Any]):
+    """Counts of what reached it (rows, and those ``flagged``), kept in a file per worker
+    under ``folder`` (named by process id: a restarted process starts a new one), so a
+    parent can show the progress of a cluster it supervises (:func:`read_progress`)."""
+
+    def __init__(self, folder: Path, every_s: float = 0.5) -> None:
+        self.folder, self.every = folder, every_s
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProgressFilePartition:
+        import os
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{os.getpid()}-{worker_index}.count"
+        return _ProgressFilePartition(path, self.every)
+
+
+def read_progress(folder: Path) -> tuple[int, int]:
+    """(rows, flagged) summed over the files of :class:`ProgressFileSink` in ``folder``."""
+    rows = flagged = 0
+    for f in folder.glob("*.count"):
+        try:
+            a, b = f.read_text().split()
+        except (OSError, ValueError):  # replaced as we read it: counted next time
+            continue
+        rows, flagged = rows + int(a), flagged + int(b)
+    return rows, flagged
+
+
 def history_files(root: Path) -> list[Path]:
     """The Parquet files of a Hive-partitioned history (``year=Y/month=M``) in time order
     (by partition values, numerically), or the one file ``root`` is."""
@@ -219,68 +276,138 @@ def history_files(root: Path) -> list[Path]:
 
 
 def parquet_events(batch: Any) -> list[bytes]:
-    """Transaction JSON (with its label) of a Parquet record batch of generated history."""
+    """Transaction JSON (with its label, when the file has one) of a Parquet record batch
+    or table of generated history: the bytes a producer would have put on the topic, so
+    the flow's guarded parse judges them (a row missing a field becomes a dead letter)."""
     import orjson
 
     out = []
     for r in batch.to_pylist():
-        ts = r["ts"]
-        r["ts"] = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
-        r["label"] = {"is_fraud": bool(r.pop("is_fraud")), "pattern": r.pop("pattern")}
+        ts = r.get("ts")
+        if hasattr(ts, "strftime"):
+            r["ts"] = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+        if "is_fraud" in r:
+            r["label"] = {"is_fraud": bool(r.pop("is_fraud")), "pattern": r.pop("pattern", None)}
         r.pop("year", None)
         r.pop("month", None)
-        out.append(orjson.dumps(r))
+        out.append(orjson.dumps(r, default=str))
     return out
 
 
-class _HistoryPartition(StatefulSourcePartition[bytes, tuple[int, int]]):
-    def __init__(self, files: list[Path], resume: tuple[int, int], batch: int) -> None:
-        self.files, self.batch = files, batch
-        self.file, self.row = resume
-        self.it: Iterator[Any] | None = None
-
-    def next_batch(self) -> list[bytes]:
-        import pyarrow.parquet as pq
-
-        while self.file < len(self.files):
-            if self.it is None:
-                pf = pq.ParquetFile(self.files[self.file])
-                self.it = pf.iter_batches(batch_size=self.batch)
-                skip = self.row
-                while skip > 0:  # resume inside a file: skip what was read already
-                    b = next(self.it)
-                    if b.num_rows > skip:
-                        self.it = itertools.chain([b.slice(skip)], self.it)
-                        break
-                    skip -= b.num_rows
-            b = next(self.it, None)
-            if b is None:
-                self.file, self.row, self.it = self.file + 1, 0, None
-                continue
-            self.row += b.num_rows
-            return parquet_events(b)
-        raise StopIteration
-
-    def snapshot(self) -> tuple[int, int]:
-        return (self.file, self.row)
+Position = tuple[int, int, int]
+"""(file, row group, rows of this partition taken from the row group): a resume point."""
 
 
-class HistorySource(FixedPartitionedSource[bytes, tuple[int, int]]):
-    """Generated history in event-time order (``fraud backfill``), resumable.
+class _RowGroups:
+    """Row groups of the history, decoded once per process and shared by the partitions
+    its worker reads: each row group with the partition of every row.
 
-    One partition reads the files in time order, so each user's events reach the flow in
-    event-time order whatever the number of workers (scoring spreads by shard key after
-    it); a restart from recovery resumes at the snapshotted (file, row).
+    A worker's partitions take turns through the same row groups, so a few recent ones
+    cover them all; one that falls further behind decodes again (slower, never wrong).
+    Threads of one process may share it, hence the lock.
     """
 
-    def __init__(self, root: Path, batch: int = BATCH) -> None:
+    KEEP = 4
+
+    def __init__(self, files: list[Path], parts: int) -> None:
+        import threading
+
+        self.files, self.parts = files, parts
+        self.groups: dict[tuple[int, int], tuple[Any, Any]] = {}
+        self.counts: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def row_groups(self, file: int) -> int:
+        import pyarrow.parquet as pq
+
+        with self.lock:
+            if file not in self.counts:
+                self.counts[file] = pq.ParquetFile(self.files[file]).num_row_groups
+            return self.counts[file]
+
+    def rows_of(self, file: int, group: int, part: int) -> tuple[Any, Any]:
+        """The row group's table and the indices of ``part``'s rows in it, in file order."""
+        import numpy as np
+
+        with self.lock:
+            got = self.groups.get((file, group))
+            if got is None:
+                got = self._decode(file, group)
+                self.groups[(file, group)] = got
+                while len(self.groups) > self.KEEP:
+                    del self.groups[next(iter(self.groups))]
+        table, owner = got
+        return table, np.flatnonzero(owner == part)
+
+    def _decode(self, file: int, group: int) -> tuple[Any, Any]:
+        import numpy as np
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from dataflows.connectors.routing import keyed_partition
+
+        table = pq.ParquetFile(self.files[file]).read_row_group(group)
+        if self.parts == 1 or "user_id" not in table.column_names:
+            return table, np.zeros(table.num_rows, dtype=np.int64)
+        users = pc.dictionary_encode(table.column("user_id").combine_chunks().cast("string"))
+        names = users.dictionary.to_pylist()
+        of = np.array([keyed_partition(str(u).encode(), self.parts) for u in names] or [0])
+        idx = users.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        return table, of[idx]
+
+
+class _HistoryPartition(StatefulSourcePartition[LocalMessage, Position]):
+    def __init__(self, groups: _RowGroups, part: int, resume: Position, batch: int) -> None:
+        self.groups, self.part, self.batch = groups, part, batch
+        self.file, self.group, self.taken = resume
+
+    def next_batch(self) -> list[LocalMessage]:
+        """At most ``batch`` of the partition's rows, from one row group (possibly none,
+        so partitions sharing a worker advance together through the same row groups)."""
+        files = self.groups.files
+        while self.file < len(files):
+            if self.group >= self.groups.row_groups(self.file):
+                self.file, self.group, self.taken = self.file + 1, 0, 0
+                continue
+            table, mine = self.groups.rows_of(self.file, self.group, self.part)
+            take = mine[self.taken : self.taken + self.batch]
+            start = self.taken
+            self.taken += len(take)
+            if self.taken >= len(mine):
+                self.group, self.taken = self.group + 1, 0
+            events = parquet_events(table.take(take)) if len(take) else []
+            return [LocalMessage(None, e, "", self.part, start + i) for i, e in enumerate(events)]
+        raise StopIteration
+
+    def snapshot(self) -> Position:
+        return (self.file, self.group, self.taken)
+
+
+class HistorySource(FixedPartitionedSource[LocalMessage, Position]):
+    """Generated history (``fraud backfill``) in event-time order, in ``parts`` partitions
+    by user, resumable.
+
+    A user's rows go to partition ``crc32(user_id) % parts``, the one a producer here
+    puts the user's messages in (:func:`~dataflows.connectors.routing.keyed_partition`),
+    and each partition reads the files in time order: every user's events reach the flow
+    in event-time order, on as many workers as there are partitions, and with aligned
+    partitions each is scored where it is read.  Items are :class:`LocalMessage` (topic
+    ``""``), partitions ``"0"`` … ``"parts-1"``.  A restart resumes each partition at its
+    snapshotted (file, row group, row).
+    """
+
+    def __init__(self, root: Path, parts: int = 1, batch: int = BATCH) -> None:
         self.files = history_files(root)
+        self.parts = parts
         self.batch = batch
+        self._groups: _RowGroups | None = None
 
     def list_parts(self) -> list[str]:
-        return ["history"]
+        return [str(i) for i in range(self.parts)]
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: tuple[int, int] | None
+        self, step_id: str, for_part: str, resume_state: Position | None
     ) -> _HistoryPartition:
-        return _HistoryPartition(self.files, resume_state or (0, 0), self.batch)
+        if self._groups is None:
+            self._groups = _RowGroups(self.files, self.parts)
+        return _HistoryPartition(self._groups, int(for_part), resume_state or (0, 0, 0), self.batch)

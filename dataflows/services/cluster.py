@@ -32,7 +32,7 @@ from pathlib import Path
 from schemas.errors import ConfigError
 from schemas.settings import Settings, settings_env
 
-__all__ = ["ClusterPlan", "Supervisor", "addresses", "process_command"]
+__all__ = ["ClusterPlan", "Supervisor", "addresses", "process_command", "process_env"]
 
 log = logging.getLogger(__name__)
 FLOW = "dataflows.main:get_flow()"
@@ -47,13 +47,17 @@ def addresses(ports: Sequence[int], host: str = "127.0.0.1") -> str:
     return ";".join(f"{host}:{p}" for p in ports)
 
 
-def process_command(index: int, addrs: str, recovery: Path, snapshot_s: float) -> list[str]:
+def process_command(
+    index: int, addrs: str, recovery: Path | None, snapshot_s: float, flow: str = FLOW
+) -> list[str]:
     """The command line of cluster process ``index`` (one worker per process: a process
     per core scales; threads in one process share the GIL)."""
-    cmd = [sys.executable, "-m", "bytewax.run", FLOW, "-w", "1"]
+    cmd = [sys.executable, "-m", "bytewax.run", flow, "-w", "1"]
     if ";" in addrs:
         cmd += ["-i", str(index), "-a", addrs]
-    return [*cmd, "-r", str(recovery), "-s", f"{snapshot_s:g}", "-b", "0"]
+    if recovery is not None:
+        cmd += ["-r", str(recovery), "-b", "0"]
+    return [*cmd, "-s", f"{snapshot_s:g}"]
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,16 @@ class ClusterPlan:
 
     processes: int
     ports: tuple[int, ...]
-    recovery: Path
+    recovery: Path | None
     snapshot_s: float = 10.0
     host: str = "127.0.0.1"
+    flow: str = FLOW
 
     def commands(self) -> list[list[str]]:
         addrs = addresses(self.ports, self.host)
         return [
-            process_command(i, addrs, self.recovery, self.snapshot_s) for i in range(self.processes)
+            process_command(i, addrs, self.recovery, self.snapshot_s, self.flow)
+            for i in range(self.processes)
         ]
 
 
@@ -87,11 +93,16 @@ def init_recovery(recovery: Path, partitions: int) -> None:
 
 @dataclass
 class Supervisor:
-    """Runs :class:`ClusterPlan` and restarts the whole cluster when any process ends."""
+    """Runs :class:`ClusterPlan` and restarts the whole cluster when any process ends.
+
+    A process that exits 2 refused its configuration: restarting cannot help, so the
+    cluster stops with that status; so it does after ``max_restarts`` (None: no limit).
+    """
 
     plan: ClusterPlan
     env: dict[str, str]
     max_backoff_s: float = 30.0
+    max_restarts: int | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     restarts: int = 0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -116,8 +127,8 @@ class Supervisor:
                 p.wait()
 
     def run(self) -> int:
-        """Supervise until :attr:`stop` is set; returns 0, or the exit status of a
-        process that ended the cluster cleanly (all inputs ended, e.g. no tail)."""
+        """Supervise until :attr:`stop` is set or every process finished its input:
+        0; or the status of a process that ended it for good (see the class)."""
         backoff = 1.0
         while not self.stop.is_set():
             self._start()
@@ -132,6 +143,12 @@ class Supervisor:
             if self.stop.is_set():
                 break
             failed = {p.pid: p.poll() for p in self.procs if p.poll() not in (None, 0)}
+            if 2 in failed.values() or (
+                self.max_restarts is not None and self.restarts >= self.max_restarts
+            ):
+                log.error("cluster: process(es) ended %s; stopping all", failed)
+                self._stop_all()
+                return 2 if 2 in failed.values() else 1
             log.warning("cluster: process(es) ended %s; restarting all %d", failed, len(self.procs))
             self._stop_all()
             self.restarts += 1
@@ -141,6 +158,11 @@ class Supervisor:
             backoff = min(self.max_backoff_s, backoff * 2)
         self._stop_all()
         return 0
+
+
+def process_env(s: Settings) -> dict[str, str]:
+    """The environment of a flow process: this one's, with ``s`` as ``FRAUD_*``."""
+    return {**os.environ, **settings_env(s.model_dump())}
 
 
 def free_ports(n: int) -> tuple[int, ...]:
@@ -163,8 +185,7 @@ def run_cluster(s: Settings, processes: int, snapshot_s: float, base_port: int |
     ports = tuple(base_port + i for i in range(processes)) if base_port else free_ports(processes)
     init_recovery(s.recovery_dir, max(processes, 1))
     plan = ClusterPlan(processes, ports, s.recovery_dir, snapshot_s)
-    env = {**os.environ, **settings_env(s.model_dump())}
-    sup = Supervisor(plan, env)
+    sup = Supervisor(plan, process_env(s))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sup.stop.set())
     return sup.run()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import orjson
 import pyarrow.dataset as ds
 import pytest
 
-from dataflows.connectors.local import HistorySource, history_files
+from dataflows.connectors.local import HistorySource, Position, history_files
+from dataflows.connectors.routing import keyed_partition
 from generators.stream import write_parquet
 from generators.synth import GeneratorConfig
+from tests.chserver import ChServer
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 6000
@@ -46,34 +49,71 @@ def test_partitioned_history_reads_as_one_table_everywhere(history: Path) -> Non
     assert str(got).strip() == f"{N},{N},2019"
 
 
-def _read(source: HistorySource, resume: tuple[int, int] | None) -> list[bytes]:
-    part = source.build_part("s", "history", resume)
+def _read(source: HistorySource, part: str, resume: Position | None) -> list[bytes]:
+    p = source.build_part("s", part, resume)
     out: list[bytes] = []
     try:
         while True:
-            out += part.next_batch()
+            out += [m.value for m in p.next_batch()]
     except StopIteration:
         return out
 
 
 def test_history_source_is_time_ordered_and_resumes_exactly(history: Path) -> None:
     source = HistorySource(history, batch=700)
-    every = _read(source, None)
+    every = _read(source, "0", None)
     assert len(every) == N
     ts = [orjson.loads(e)["ts"] for e in every]
     assert ts == sorted(ts), "event-time order across month files"
     # Resume at every snapshot the partition would have taken.
-    part = source.build_part("s", "history", None)
+    part = source.build_part("s", "0", None)
     seen: list[bytes] = []
     snapshots = []
     try:
         while True:
-            seen += part.next_batch()
+            seen += [m.value for m in part.next_batch()]
             snapshots.append((part.snapshot(), len(seen)))
     except StopIteration:
         pass
     for state, n in snapshots[:: max(1, len(snapshots) // 5)]:
-        assert _read(source, state) == every[n:]
+        assert _read(source, "0", state) == every[n:]
+
+
+def test_history_partitions_split_users_keep_their_order_and_resume(history: Path) -> None:
+    """Each user in the partition producers put them in, every row exactly once, each
+    partition in event-time order and resumable on its own, whichever partitions a
+    process happens to build (so any worker can read any subset of them)."""
+    every = _read(HistorySource(history, batch=700), "0", None)
+    source = HistorySource(history, parts=4, batch=300)
+    assert source.list_parts() == ["0", "1", "2", "3"]
+    got: dict[str, list[bytes]] = {}
+    for part in reversed(source.list_parts()):  # out of order: the shared decode copes
+        got[part] = _read(source, part, None)
+        users = {orjson.loads(e)["user_id"] for e in got[part]}
+        assert {keyed_partition(u.encode(), 4) for u in users} == {int(part)}
+        ts = [orjson.loads(e)["ts"] for e in got[part]]
+        assert ts == sorted(ts)
+    assert sorted(e for p in got.values() for e in p) == sorted(every)
+    assert all(got.values()), "15 users over 4 partitions: none empty here"
+    p = source.build_part("s", "2", None)
+    seen = p.next_batch() + p.next_batch()
+    state = p.snapshot()
+    assert [m.value for m in seen] + _read(HistorySource(history, 4), "2", state) == got["2"]
+    assert {m.partition for m in seen} == {2}
+
+
+def test_a_history_row_without_its_label_or_a_field_is_judged_by_the_flow(
+    tmp_path: Path,
+) -> None:
+    """A history file from elsewhere (no label columns, a field missing) still reads:
+    the guarded parse decides, the source never crashes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "h.parquet"
+    pq.write_table(pa.table({"user_id": ["u1", None], "amount": [3.5, 1.0]}), f)
+    out = _read(HistorySource(f, parts=2), "0", None) + _read(HistorySource(f, parts=2), "1", None)
+    assert sorted(orjson.loads(e).get("user_id") or "" for e in out) == ["", "u1"]
 
 
 @pytest.mark.integration
@@ -113,3 +153,69 @@ def test_backfill_scores_the_history_and_a_rerun_adds_nothing(
     ).result_rows
     assert (rows, uniq) == (N, N)
     store.close()
+
+
+def _backfill(history: Path, *settings: str, processes: int = 1) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "dataflows.cli", "backfill", "--input", str(history)]
+    cmd += ["--processes", str(processes), "--snapshot-s", "1"]
+    for kv in ("hst_warmup=0", *settings):
+        cmd += ["--set", kv]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _scores(url: str, db: str) -> dict[str, tuple[float, str]]:
+    from clickhouse.store import Store
+
+    store = Store(url, db)
+    rows = store.client.query(
+        f"SELECT txn_id, risk_score, decision FROM {db}.transactions FINAL"
+    ).result_rows
+    store.close()
+    return {t: (round(r, 9), d) for t, r, d in rows}
+
+
+@pytest.mark.integration
+def test_backfill_on_two_processes_scores_like_one(
+    history: Path, ch_http: ChServer, tmp_path: Path
+) -> None:
+    """The same history on 1 and on 2 processes (aligned partitions: each user read,
+    scored and stored on one worker) gives every transaction the same score, once."""
+    common = ("align_partitions=true", "partitions=4", f"clickhouse_url={ch_http.url}")
+    got = {}
+    for procs in (1, 2):
+        db = f"bf{procs}_{uuid.uuid4().hex[:6]}"
+        run = _backfill(
+            history,
+            *common,
+            f"clickhouse_database={db}",
+            f"recovery_dir={tmp_path / f'rec{procs}'}",
+            processes=procs,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"backfilled {N:,} events" in run.stdout
+        assert f"4 partitions on {procs} process(es)" in run.stderr
+        got[procs] = _scores(ch_http.url, db)
+    assert len(got[1]) == N
+    assert got[2] == got[1]
+    assert sum(d != "approve" for _, d in got[1].values()) > 0, "the history has fraud to flag"
+
+
+@pytest.mark.integration
+def test_backfill_refuses_what_it_cannot_run(history: Path, tmp_path: Path) -> None:
+    chdb_two = _backfill(history, f"clickhouse_url=chdb://{tmp_path / 'ch'}", processes=2)
+    assert chdb_two.returncode == 2
+    assert "clickhouse_url" in chdb_two.stderr and "--processes 2" in chdb_two.stderr
+    bad = tmp_path / "bad"
+    (bad / "year=2020" / "month=1").mkdir(parents=True)
+    (bad / "year=2020" / "month=1" / "part-0.parquet").write_bytes(b"not parquet at all")
+    run = subprocess.run(
+        [sys.executable, "-m", "dataflows.cli", "backfill", "--input", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "part-0.parquet: not a readable Parquet file" in run.stderr
+    none = _backfill(history, processes=0)
+    assert none.returncode == 2 and "--processes" in none.stderr
