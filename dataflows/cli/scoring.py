@@ -16,7 +16,6 @@ from dataflows.cli.common import (
     gen_config,
     kafka_settings,
     log_to_stderr,
-    nonneg_float,
     positive_int,
     settings_of,
 )
@@ -288,11 +287,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         if sup.restarts
         else ""
     )
-    print(f"backfilled {rows:,} events in {dt:.1f}s ({rows / max(dt, 1e-9):,.0f} rows/s){again}")
-    if sup.stop.is_set():
-        print("stopped: run the same command again to resume", file=sys.stderr)
-        return 130
-    return rc[0] if rc else 1
+    code = 130 if sup.stop.is_set() else (rc[0] if rc else 1)
+    if code == 0:
+        rate = rows / max(dt, 1e-9)
+        print(f"backfilled {rows:,} events in {dt:.1f}s ({rate:,.0f} rows/s){again}")
+    else:
+        resume = " Run the same command again to resume." if s.recovery_dir else ""
+        print(
+            f"fraud backfill: stopped (exit {code}) after {rows:,} events.{resume}",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _parquet_rows(files: list[Path]) -> int:
@@ -325,9 +330,9 @@ def register_backfill(sub: Any) -> None:
     )
     p.add_argument(
         "--snapshot-s",
-        type=nonneg_float("snapshot-s"),
-        default=10.0,
-        help="epoch / snapshot interval (10)",
+        type=positive_int("snapshot-s"),
+        default=10,
+        help="epoch / snapshot interval, whole seconds (10)",
     )
     add_common(p)
     p.set_defaults(fn=cmd_backfill)

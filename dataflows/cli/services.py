@@ -156,7 +156,10 @@ def register_cluster(sub: Any) -> None:
     )
     p.add_argument("--processes", type=positive_int("processes"), default=2, help="(2)")
     p.add_argument(
-        "--snapshot-s", type=nonneg_float("snapshot-s"), default=10.0, help="snapshot interval (10)"
+        "--snapshot-s",
+        type=positive_int("snapshot-s"),
+        default=10,
+        help="snapshot interval, whole seconds as bytewax takes it (10)",
     )
     p.add_argument(
         "--base-port",

@@ -23,6 +23,7 @@ from tests.chserver import ChServer
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 6000
+BACKFILL = [sys.executable, "-m", "dataflows.cli", "backfill"]
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +157,8 @@ def test_backfill_scores_the_history_and_a_rerun_adds_nothing(
 
 
 def _backfill(history: Path, *settings: str, processes: int = 1) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "dataflows.cli", "backfill", "--input", str(history)]
-    cmd += ["--processes", str(processes), "--snapshot-s", "1"]
+    cmd = [*BACKFILL, "--input", str(history), "--processes", str(processes)]
+    cmd += ["--snapshot-s", "1"]
     for kv in ("hst_warmup=0", *settings):
         cmd += ["--set", kv]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -209,7 +210,7 @@ def test_backfill_refuses_what_it_cannot_run(history: Path, tmp_path: Path) -> N
     (bad / "year=2020" / "month=1").mkdir(parents=True)
     (bad / "year=2020" / "month=1" / "part-0.parquet").write_bytes(b"not parquet at all")
     run = subprocess.run(
-        [sys.executable, "-m", "dataflows.cli", "backfill", "--input", str(bad)],
+        [*BACKFILL, "--input", str(bad)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -219,3 +220,57 @@ def test_backfill_refuses_what_it_cannot_run(history: Path, tmp_path: Path) -> N
     assert "part-0.parquet: not a readable Parquet file" in run.stderr
     none = _backfill(history, processes=0)
     assert none.returncode == 2 and "--processes" in none.stderr
+    half = subprocess.run(
+        [*BACKFILL, "--input", str(history), "--snapshot-s", "0.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert half.returncode == 2 and "--snapshot-s must be an integer" in half.stderr
+
+
+@pytest.mark.integration
+def test_backfill_survives_a_killed_process_and_stores_each_row_once(
+    tmp_path_factory: pytest.TempPathFactory, ch_http: ChServer, tmp_path: Path
+) -> None:
+    """2 processes, one SIGKILLed part-way: the supervisor restarts both from the last
+    snapshot and the stored scores equal an uninterrupted run's, each row once."""
+    import os
+    import signal
+    import time
+
+    n = 40_000
+    root = tmp_path_factory.mktemp("history_40k")
+    cfg = GeneratorConfig(seed=5, users=200, start=datetime(2024, 3, 1, tzinfo=UTC))
+    assert write_parquet(cfg, n, root, partitioned=True) == n
+    common = ("align_partitions=true", "partitions=4", f"clickhouse_url={ch_http.url}")
+    clean = f"bfk_clean_{uuid.uuid4().hex[:6]}"
+    run = _backfill(root, *common, f"clickhouse_database={clean}", processes=2)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    killed = f"bfk_{uuid.uuid4().hex[:6]}"
+    cmd = [*BACKFILL, "--input", str(root), "--processes", "2", "--snapshot-s", "1"]
+    for kv in (*common, "hst_warmup=0", f"clickhouse_database={killed}"):
+        cmd += ["--set", kv]
+    cmd += ["--set", f"recovery_dir={tmp_path / 'rec'}"]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # where the progress files are
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            counts = list(tmp_path.glob("fraud-backfill-*/*.count"))
+            done = sum(int(f.read_text().split()[0] or 0) for f in counts if f.stat().st_size)
+            if len(counts) == 2 and done >= n // 4:
+                break
+            time.sleep(0.05)
+        assert len(counts) == 2 and done < n, f"kill part-way: {done} of {n} scored"
+        time.sleep(1.5)  # a snapshot after rows were written
+        os.kill(int(counts[1].name.split("-")[0]), signal.SIGKILL)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert b"1 restart(s)" in out
+    assert _scores(ch_http.url, killed) == _scores(ch_http.url, clean)
+    assert len(_scores(ch_http.url, clean)) == n
