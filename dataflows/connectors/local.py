@@ -318,7 +318,8 @@ def _array(col: Any) -> Any:
 
 
 Position = tuple[int, int, int]
-"""(file, row group, rows of this partition taken from the row group): a resume point."""
+"""(file, row group, row in it where the partition's next window starts): a resume point
+that holds for any batch size or partition count."""
 
 
 class _RowGroups:
@@ -349,8 +350,9 @@ class _RowGroups:
                 self.counts[file] = pq.ParquetFile(self.files[file]).num_row_groups
             return self.counts[file]
 
-    def rows_of(self, file: int, group: int, part: int) -> tuple[Any, Any]:
-        """The row group's table and the indices of ``part``'s rows in it, in file order."""
+    def rows_of(self, file: int, group: int, part: int, lo: int, hi: int) -> tuple[Any, Any]:
+        """The row group's table and the indices of ``part``'s rows among its rows
+        ``lo`` … ``hi - 1``, in file order."""
         import numpy as np
 
         with self.lock:
@@ -361,7 +363,7 @@ class _RowGroups:
                 while len(self.groups) > self.KEEP:
                     del self.groups[next(iter(self.groups))]
         table, owner = got
-        return table, np.flatnonzero(owner == part)
+        return table, lo + np.flatnonzero(owner[lo:hi] == part)
 
     def _decode(self, file: int, group: int) -> tuple[Any, Any]:
         import numpy as np
@@ -384,29 +386,33 @@ class _RowGroups:
 
 class _HistoryPartition(StatefulSourcePartition[LocalMessage, Position]):
     def __init__(self, groups: _RowGroups, part: int, resume: Position, batch: int) -> None:
-        self.groups, self.part, self.batch = groups, part, batch
-        self.file, self.group, self.taken = resume
+        self.groups, self.part = groups, part
+        self.window = batch * groups.parts
+        self.file, self.group, self.row = resume
 
     def next_batch(self) -> list[LocalMessage]:
-        """At most ``batch`` of the partition's rows, from one row group (possibly none,
-        so partitions sharing a worker advance together through the same row groups)."""
+        """The partition's rows among the next ``batch × partitions`` rows of the file
+        (``batch`` on average): every partition takes the same window per call, so the
+        partitions sharing a worker move through the row groups together and one decode
+        of each serves them all."""
         files = self.groups.files
         while self.file < len(files):
             if self.group >= self.groups.row_groups(self.file):
-                self.file, self.group, self.taken = self.file + 1, 0, 0
+                self.file, self.group, self.row = self.file + 1, 0, 0
                 continue
-            table, mine = self.groups.rows_of(self.file, self.group, self.part)
-            take = mine[self.taken : self.taken + self.batch]
-            start = self.taken
-            self.taken += len(take)
-            if self.taken >= len(mine):
-                self.group, self.taken = self.group + 1, 0
-            events = parquet_events(table.take(take)) if len(take) else []
-            return [LocalMessage(None, e, "", self.part, start + i) for i, e in enumerate(events)]
+            table, mine = self.groups.rows_of(
+                self.file, self.group, self.part, self.row, self.row + self.window
+            )
+            self.row += self.window
+            if self.row >= table.num_rows:
+                self.group, self.row = self.group + 1, 0
+            events = parquet_events(table.take(mine)) if len(mine) else []
+            p, at = self.part, mine.tolist()
+            return [LocalMessage(None, e, "", p, i) for i, e in zip(at, events, strict=True)]
         raise StopIteration
 
     def snapshot(self) -> Position:
-        return (self.file, self.group, self.taken)
+        return (self.file, self.group, self.row)
 
 
 class HistorySource(FixedPartitionedSource[LocalMessage, Position]):
