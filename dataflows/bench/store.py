@@ -20,8 +20,9 @@ from typing import Any
 
 from clickhouse import queries as q
 from clickhouse.store import Store, describe_url, migrate
+from schemas.errors import ConfigError
 
-__all__ = ["backtest_leg", "fill", "run"]
+__all__ = ["backtest_leg", "fill", "run", "run_stored"]
 
 T_END = datetime(2026, 11, 20, tzinfo=UTC)
 WEEK_S = 7 * 24 * 3600
@@ -138,13 +139,16 @@ def _timed(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(runs)
 
 
-def query_latencies(store: Store, repeat: int = 5) -> dict[str, float]:
-    """Median ms of each dashboard query over the last 24 h, 7 and 30 days (the
-    range picker's longest), and of finding the stored range (every refresh does)."""
-    end = T_END + timedelta(seconds=1)
+def query_latencies(
+    store: Store, repeat: int = 5, last: datetime = T_END, user: str = "u42"
+) -> dict[str, float]:
+    """Median ms of each dashboard query over the 24 h, 7 and 30 days (the range
+    picker's longest) up to ``last``, of finding the stored range (every refresh does),
+    and of ``user``'s page."""
+    end = last + timedelta(seconds=1)
     cases: dict[str, Callable[[], Any]] = {"data bounds": lambda: q.data_bounds(store)}
     for label, days in (("24h", 1), ("7d", 7), ("30d", 30)):
-        start = T_END - timedelta(days=days)
+        start = last - timedelta(days=days)
         f = q.AlertFilter(start, end)
         cases |= {
             f"kpis {label}": lambda s=start: q.kpis(store, s, end),
@@ -157,9 +161,34 @@ def query_latencies(store: Store, repeat: int = 5) -> dict[str, float]:
             f"latest alerts (500) {label}": lambda f=f: q.latest_alerts(store, f),
             f"review backlog {label}": lambda s=start: q.review_backlog(store, s, end),
         }
-    cases["user timeline"] = lambda: q.user_timeline(store, "u42")
-    cases["user profile"] = lambda: q.user_profile(store, "u42")
+    cases["user timeline"] = lambda: q.user_timeline(store, user)
+    cases["user profile"] = lambda: q.user_profile(store, user)
     return {name: _timed(fn, repeat) for name, fn in cases.items()}
+
+
+def run_stored(url: str, database: str, repeat: int = 5) -> None:
+    """Print the dashboard query table for what ``database`` already holds (e.g. after
+    ``fraud backfill``): ranges end at its latest event, the user page is its busiest
+    user's."""
+    store = Store(url, database)
+    try:
+        bounds = q.data_bounds(store)
+        if bounds is None:
+            raise ConfigError(f"clickhouse_database {database}: no transactions to query")
+        ((rows, user),) = store.client.query(
+            f"SELECT count(), topK(1)(user_id)[1] FROM {database}.transactions"
+        ).result_rows
+        print(
+            f"# dashboard queries on {describe_url(url)} database {database}: {rows:,} rows, "
+            f"{bounds[0]:%Y-%m-%d} … {bounds[1]:%Y-%m-%d %H:%M}, user page of {user}",
+            flush=True,
+        )
+        got = query_latencies(store, repeat, last=bounds[1], user=user)
+        print(f"| query | ms (median of {repeat}) |\n|---|---:|")
+        for name, ms in got.items():
+            print(f"| {name} | {ms:.1f} |")
+    finally:
+        store.close()
 
 
 # Rows shaped like scored ones for the backtest: every key a features map holds.

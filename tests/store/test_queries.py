@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -228,3 +229,26 @@ def test_user_page_reads_only_granules_holding_the_user(store: Store) -> None:
     full = store.client.query(sql + " SETTINGS use_skip_indexes = 0").result_rows
     assert fast == full and fast[0][0] > 0
     assert len(q.user_timeline(store, user)) == fast[0][0]
+
+
+def test_bench_store_times_what_a_database_holds(
+    loaded: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fraud bench-store --stored``: the dashboard's queries on stored data (a
+    backfill's), ranges ending at its latest event, the busiest user's page."""
+    from dataflows.bench.store import run_stored
+
+    run_stored(loaded.url, loaded.database, repeat=1)
+    out = capsys.readouterr().out
+    per_user = Counter(r[1] for r in known.ROWS)
+    busiest = {u for u, n in per_user.items() if n == max(per_user.values())}
+    assert f"database {loaded.database}: " in out
+    assert out.split("user page of ", 1)[1].split()[0] in busiest
+    timed = dict(
+        (cells[1].strip(), float(cells[2]))
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| query")
+        for cells in [line.split("|")]
+    )
+    assert {"kpis 30d", "top flagged users 30d", "user timeline", "data bounds"} <= set(timed)
+    assert all(ms > 0 for ms in timed.values())
