@@ -436,13 +436,19 @@ def build_flow(
 
 
 def history_flow(
-    s: Settings, root: Path, workers: int, row_sink: RowSinks, dlq_sink: DlqSinks
+    s: Settings,
+    root: Path,
+    workers: int,
+    row_sink: RowSinks,
+    dlq_sink: DlqSinks,
+    progress: Path | None = None,
 ) -> Dataflow:
     """``fraud backfill``: a stored history (:class:`HistorySource`, ``partitions``
-    partitions by user, each in event-time order) scored by :func:`build_flow` into
-    ``row_sink``.  With aligned partitions each user's rows are read, scored and stored
-    on one worker, on any number of processes; alerts live in the rows (flagged)."""
-    source = HistorySource(root, s.partitions)
+    partitions by user, each in event-time order, counting into ``progress``) scored by
+    :func:`build_flow` into ``row_sink``.  With aligned partitions each user's rows are
+    read, scored and stored on one worker, on any number of processes; alerts live in
+    the rows (flagged)."""
+    source = HistorySource(root, s.partitions, progress=progress)
     align = Alignment(source.list_parts(), workers) if s.align_partitions else None
     return build_flow(
         s,

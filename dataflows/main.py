@@ -123,17 +123,21 @@ def _process_settings() -> Settings:
 
 def get_backfill_flow(history: str, progress: str | None = None) -> Dataflow:
     """``fraud backfill``'s flow in one process of its cluster: the Parquet history at
-    ``history`` scored into ClickHouse, counts kept under ``progress`` for the parent."""
-    from dataflows.connectors.local import ProgressFileSink
+    ``history`` scored into ClickHouse, each partition's count kept under ``progress``
+    for the parent."""
     from dataflows.flow import history_flow
 
     s = _process_settings()
     migrate(Store.from_settings(s), s.clickhouse_ttl_days)
     workers = bytewax_workers(sys.argv[1:]) if _under_bytewax_run() else 1
-    rows: list[Any] = [clickhouse_sink(s)]
-    if progress:
-        rows.append(ProgressFileSink(Path(progress)))
-    return history_flow(s, Path(history), workers, rows, dead_letter_sink(s))
+    return history_flow(
+        s,
+        Path(history),
+        workers,
+        clickhouse_sink(s),
+        dead_letter_sink(s),
+        progress=Path(progress) if progress else None,
+    )
 
 
 def get_flow() -> Dataflow:

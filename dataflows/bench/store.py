@@ -168,15 +168,15 @@ def query_latencies(
 
 def run_stored(url: str, database: str, repeat: int = 5) -> None:
     """Print the dashboard query table for what ``database`` already holds (e.g. after
-    ``fraud backfill``): ranges end at its latest event, the user page is its busiest
-    user's."""
+    ``fraud backfill``): ranges end at its latest event, the user page is that of a
+    busiest user (``topK``, approximate)."""
     store = Store(url, database)
     try:
         bounds = q.data_bounds(store)
         if bounds is None:
             raise ConfigError(f"clickhouse_database {database}: no transactions to query")
         ((rows, user),) = store.client.query(
-            f"SELECT count(), topK(1)(user_id)[1] FROM {database}.transactions"
+            f"SELECT count(), topK(1)(user_id)[1] FROM {database}.transactions FINAL"
         ).result_rows
         print(
             f"# dashboard queries on {describe_url(url)} database {database}: {rows:,} rows, "

@@ -228,91 +228,164 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     ``--processes`` supervised processes (a bytewax cluster, as ``fraud cluster`` runs)."""
     import signal
     import tempfile
-    import threading
-    import time
 
-    from dataflows.connectors.local import history_files, read_progress
-    from dataflows.services.cluster import (
-        ClusterPlan,
-        Supervisor,
-        free_ports,
-        init_recovery,
-        process_env,
-    )
-    from generators.stream import Progress
+    from dataflows.services.cluster import ClusterPlan, Supervisor, free_ports, process_env
 
     s = settings_of(args)
     root = Path(args.input)
-    files = history_files(root) if root.exists() else []
-    if not files:
-        raise ConfigError(f"--input {root}: no Parquet files there")
-    total = _parquet_rows(files)
+    plan = _history_plan(s, root)
+    total = sum(rows for _, rows in plan["files"])
     if args.processes > 1 and s.clickhouse_url.startswith("chdb:"):
         raise ConfigError(
             "clickhouse_url (FRAUD_CLICKHOUSE_URL): chDB allows one process per directory; "
             f"--processes {args.processes} needs a ClickHouse server (http://...)"
         )
+    if args.processes > 1 and not s.align_partitions:
+        raise ConfigError(
+            "align_partitions (FRAUD_ALIGN_PARTITIONS) must be true for --processes > 1: "
+            "a shard shared by partitions read on different processes would see their "
+            "event times interleaved in whatever order the processes run"
+        )
     if s.recovery_dir is not None:
-        init_recovery(s.recovery_dir, args.processes)
+        _check_resume(s.recovery_dir, plan, args.processes)
     print(
-        f"fraud backfill: {total:,} events in {len(files)} file(s) from {root}, "
+        f"fraud backfill: {total:,} events in {len(plan['files'])} file(s) from {root}, "
         f"{s.partitions} partitions on {args.processes} process(es)"
         + (f", resumable from {s.recovery_dir}" if s.recovery_dir else ""),
         file=sys.stderr,
     )
+    stopped_by: list[int] = []
     with tempfile.TemporaryDirectory(prefix="fraud-backfill-") as counts:
         flow = f"dataflows.main:get_backfill_flow({str(root.resolve())!r}, {counts!r})"
-        plan = ClusterPlan(
+        cluster = ClusterPlan(
             args.processes, free_ports(args.processes), s.recovery_dir, args.snapshot_s, flow=flow
         )
         # Without recovery a restart would score everything again: fail instead.
-        sup = Supervisor(plan, process_env(s), max_restarts=3 if s.recovery_dir else 0)
+        sup = Supervisor(cluster, process_env(s), max_restarts=3 if s.recovery_dir else 0)
+
+        def stop(signum: int, _: Any) -> None:
+            stopped_by.append(128 + signum)
+            sup.stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: sup.stop.set())
-        rc: list[int] = []
-        runner = threading.Thread(target=lambda: rc.append(sup.run()), daemon=True)
-        prog = Progress("backfill", total)
-        t0 = time.monotonic()
-        runner.start()
-        while runner.is_alive():
-            runner.join(0.5)
-            rows, flagged = read_progress(Path(counts))
-            prog.update(rows - prog.n, f"flagged {flagged:,}")
-        rows, flagged = read_progress(Path(counts))
-        prog.update(rows - prog.n)
-        prog.done(f"flagged {flagged:,}")
-    dt = time.monotonic() - t0
-    again = (
-        f"; {sup.restarts} restart(s): rows after the last snapshot were scored again (stored once)"
-        if sup.restarts
-        else ""
-    )
-    code = 130 if sup.stop.is_set() else (rc[0] if rc else 1)
+            signal.signal(sig, stop)
+        code, done, rate = _supervise(sup, Path(counts), total)
+    code = stopped_by[0] if stopped_by else code
+    again = f"; {sup.restarts} restart(s) from snapshots" if sup.restarts else ""
     if code == 0:
-        rate = rows / max(dt, 1e-9)
-        print(f"backfilled {rows:,} events in {dt:.1f}s ({rate:,.0f} rows/s){again}")
+        print(f"backfilled {done:,} events ({rate:,.0f} rows/s){again}")
+    elif code == 2:
+        print("fraud backfill: a process refused its configuration (above)", file=sys.stderr)
     else:
         resume = " Run the same command again to resume." if s.recovery_dir else ""
         print(
-            f"fraud backfill: stopped (exit {code}) after {rows:,} events.{resume}",
-            file=sys.stderr,
+            f"fraud backfill: stopped (exit {code}) after {done:,} events.{resume}", file=sys.stderr
         )
     return code
 
 
-def _parquet_rows(files: list[Path]) -> int:
-    """Rows of the history, from the files' footers; a file that is not Parquet is
-    refused naming it before anything runs."""
+def _supervise(sup: Any, counts: Path, total: int) -> tuple[int, int, float]:
+    """Run the cluster with a progress line from the partitions' counts: (exit status,
+    events this run, their rate).  The cluster is stopped if this loop fails."""
+    import threading
+
+    from dataflows.connectors.local import read_progress
+    from generators.stream import Progress
+
+    rc: list[int] = []
+    runner = threading.Thread(target=lambda: rc.append(sup.run()), daemon=True)
+    prog = Progress("backfill", total)
+    first: dict[str, int] = {}
+    runner.start()
+    try:
+        while runner.is_alive():
+            runner.join(0.5)
+            done, before = this_run(first, read_progress(counts))
+            prog.total = total - before
+            prog.update(done - prog.n)
+        done, before = this_run(first, read_progress(counts))
+        prog.update(done - prog.n)
+        rate = prog.done(f"({before:,} before this run)" if before else "")
+    finally:
+        sup.stop.set()
+        runner.join()
+    return (rc[0] if rc else 1), done, rate
+
+
+def this_run(first: dict[str, int], now: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """(events read this run, events read by earlier runs) from each partition's
+    ``(started, emitted)``.  ``first`` keeps the count each partition first started from
+    in this run: a restart from a snapshot starts it lower, and what it reads again is
+    not counted twice.
+
+    >>> first = {}
+    >>> this_run(first, {"p0": (100, 150), "p1": (0, 20)})
+    (70, 100)
+    >>> this_run(first, {"p0": (120, 130), "p1": (0, 25)})  # p0 restarted from 120
+    (55, 100)
+    """
+    for part, (started, _) in now.items():
+        first.setdefault(part, started)
+    done = sum(emitted - first[part] for part, (_, emitted) in now.items())
+    return done, sum(first.values())
+
+
+def _history_plan(s: Settings, root: Path) -> dict[str, Any]:
+    """What a backfill reads and how it splits it (its resume needs the same): every
+    file with its rows (a file that is not Parquet is refused naming it), partitions,
+    alignment, shards."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    n = 0
+    from dataflows.connectors.local import history_files
+
+    files = history_files(root) if root.exists() else []
+    if not files:
+        raise ConfigError(f"--input {root}: no Parquet files there")
+    rows = []
     for f in files:
         try:
-            n += pq.ParquetFile(f).metadata.num_rows
+            n = pq.ParquetFile(f).metadata.num_rows
         except (OSError, pa.ArrowException) as e:
             raise ConfigError(f"--input {f}: not a readable Parquet file ({e})") from None
-    return n
+        rows.append([f.relative_to(root).as_posix() if f != root else f.name, n])
+    return {
+        "files": rows,
+        "partitions": s.partitions,
+        "align_partitions": s.align_partitions,
+        "shards": s.shards,
+    }
+
+
+RESUME_PLAN = "backfill-plan.json"
+
+
+def _check_resume(recovery: Path, plan: dict[str, Any], processes: int) -> None:
+    """Create the recovery partitions and note the plan on a first run; refuse a rerun
+    whose history or split differs (its snapshots would skip or repeat rows)."""
+    import orjson
+
+    from dataflows.services.cluster import init_recovery
+
+    noted = recovery / RESUME_PLAN
+    if noted.exists():
+        old = orjson.loads(noted.read_bytes())
+        for key in ("partitions", "align_partitions", "shards", "files"):
+            if old.get(key) != plan[key]:
+                what = "the history's files" if key == "files" else f"{key} = {old.get(key)}"
+                raise ConfigError(
+                    f"recovery_dir (FRAUD_RECOVERY_DIR) {recovery} holds a backfill of "
+                    f"another plan ({what}): resume with the same, or use an empty directory"
+                )
+        return
+    if any(recovery.glob("*.sqlite3")):
+        raise ConfigError(
+            f"recovery_dir (FRAUD_RECOVERY_DIR) {recovery} holds another flow's snapshots: "
+            "a backfill needs a directory of its own"
+        )
+    recovery.mkdir(parents=True, exist_ok=True)
+    noted.write_bytes(orjson.dumps(plan))
+    init_recovery(recovery, processes)
 
 
 def register_backfill(sub: Any) -> None:

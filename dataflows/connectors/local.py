@@ -8,11 +8,16 @@ same ``build_flow`` as production.
 from __future__ import annotations
 
 import itertools
+import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -23,7 +28,6 @@ __all__ = [
     "LocalMessage",
     "PartitionedSource",
     "Position",
-    "ProgressFileSink",
     "StoppableSource",
     "history_files",
     "jsonl_lines",
@@ -32,6 +36,7 @@ __all__ = [
     "stop_on_signals",
 ]
 
+log = logging.getLogger(__name__)
 X = TypeVar("X")
 BATCH = 1000
 """Items per source batch: bytewax pays per batch, batch size 1 costs ~40 % throughput."""
@@ -208,60 +213,6 @@ class CallbackSink(DynamicSink[X]):
         return _CallbackPartition(self.fn)
 
 
-class _ProgressFilePartition(StatelessSinkPartition[Any]):
-    def __init__(self, path: Path, every_s: float) -> None:
-        self.path, self.every = path, every_s
-        self.rows = self.flagged = 0
-        self.last = 0.0
-
-    def write_batch(self, items: list[Any]) -> None:
-        import time
-
-        self.rows += len(items)
-        self.flagged += sum(bool(getattr(x, "flagged", False)) for x in items)
-        if time.monotonic() - self.last >= self.every:
-            self.last = time.monotonic()
-            self._write()
-
-    def close(self) -> None:
-        self._write()
-
-    def _write(self) -> None:
-        import os
-
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(f"{self.rows} {self.flagged}\n")
-        os.replace(tmp, self.path)
-
-
-class ProgressFileSink(DynamicSink[Any]):
-    """Counts of what reached it (rows, and those ``flagged``), kept in a file per worker
-    under ``folder`` (named by process id: a restarted process starts a new one), so a
-    parent can show the progress of a cluster it supervises (:func:`read_progress`)."""
-
-    def __init__(self, folder: Path, every_s: float = 0.5) -> None:
-        self.folder, self.every = folder, every_s
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProgressFilePartition:
-        import os
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{os.getpid()}-{worker_index}.count"
-        return _ProgressFilePartition(path, self.every)
-
-
-def read_progress(folder: Path) -> tuple[int, int]:
-    """(rows, flagged) summed over the files of :class:`ProgressFileSink` in ``folder``."""
-    rows = flagged = 0
-    for f in folder.glob("*.count"):
-        try:
-            a, b = f.read_text().split()
-        except (OSError, ValueError):  # replaced as we read it: counted next time
-            continue
-        rows, flagged = rows + int(a), flagged + int(b)
-    return rows, flagged
-
-
 def history_files(root: Path) -> list[Path]:
     """The Parquet files of a Hive-partitioned history (``year=Y/month=M``) in time order
     (by partition values, numerically), or the one file ``root`` is."""
@@ -317,9 +268,11 @@ def _array(col: Any) -> Any:
     return col.combine_chunks() if hasattr(col, "combine_chunks") else col
 
 
-Position = tuple[int, int, int]
-"""(file, row group, row in it where the partition's next window starts): a resume point
-that holds for any batch size or partition count."""
+Position = tuple[int, int, int, int]
+"""(file, row group, row in it where the partition's next window starts, events the
+partition emitted before): a resume point that holds for any batch size, and the
+partition's exact progress.  A history source resumes only the history and partition
+count it was snapshotted with (``fraud backfill`` checks both)."""
 
 
 class _RowGroups:
@@ -334,27 +287,40 @@ class _RowGroups:
     KEEP = 4
 
     def __init__(self, files: list[Path], parts: int) -> None:
-        import threading
-
         self.files, self.parts = files, parts
         self.groups: dict[tuple[int, int], tuple[Any, Any]] = {}
-        self.counts: dict[int, int] = {}
+        self.firsts: list[list[int]] | None = None
         self.open: tuple[int, Any] | None = None
         self.lock = threading.Lock()
 
-    def row_groups(self, file: int) -> int:
+    def _layout(self) -> list[list[int]]:
+        """Per file, the history-wide number of each row group's first row (then the
+        file's end): from the footers, read once."""
         import pyarrow.parquet as pq
 
         with self.lock:
-            if file not in self.counts:
-                self.counts[file] = pq.ParquetFile(self.files[file]).num_row_groups
-            return self.counts[file]
+            if self.firsts is None:
+                firsts, at = [], 0
+                for f in self.files:
+                    meta = pq.ParquetFile(f).metadata
+                    starts = [at]
+                    for g in range(meta.num_row_groups):
+                        at += meta.row_group(g).num_rows
+                        starts.append(at)
+                    firsts.append(starts)
+                self.firsts = firsts
+            return self.firsts
+
+    def row_groups(self, file: int) -> int:
+        return len(self._layout()[file]) - 1
+
+    def first_row(self, file: int, group: int) -> int:
+        """The history-wide number of the row group's first row (a dead letter's offset)."""
+        return self._layout()[file][group]
 
     def rows_of(self, file: int, group: int, part: int, lo: int, hi: int) -> tuple[Any, Any]:
         """The row group's table and the indices of ``part``'s rows among its rows
         ``lo`` … ``hi - 1``, in file order."""
-        import numpy as np
-
         with self.lock:
             got = self.groups.get((file, group))
             if got is None:
@@ -366,7 +332,6 @@ class _RowGroups:
         return table, lo + np.flatnonzero(owner[lo:hi] == part)
 
     def _decode(self, file: int, group: int) -> tuple[Any, Any]:
-        import numpy as np
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
@@ -384,22 +349,70 @@ class _RowGroups:
         return table, of[idx]
 
 
+class _Report:
+    """A partition's progress in a file of its own, ``"<started> <emitted>"``: events it
+    had emitted when it (re)started from its snapshot, and now.  Progress reporting never
+    fails a backfill: a write error is logged once and reporting stops."""
+
+    EVERY_S = 0.5
+
+    def __init__(self, path: Path, started: int) -> None:
+        self.path: Path | None = path
+        self.started, self.last = started, 0.0
+
+    def write(self, emitted: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.path is None or (not force and now - self.last < self.EVERY_S):
+            return
+        self.last = now
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(f"{self.started} {emitted}\n")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            log.warning("backfill progress not reported any more (%s)", e)
+            self.path = None
+
+
+def read_progress(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each partition's ``(started, emitted)`` as its :class:`_Report` last wrote it."""
+    out = {}
+    for f in folder.glob("*.count"):
+        try:
+            started, emitted = (int(x) for x in f.read_text().split())
+        except (OSError, ValueError):  # being replaced as we read: next time
+            continue
+        out[f.stem] = (started, emitted)
+    return out
+
+
 class _HistoryPartition(StatefulSourcePartition[LocalMessage, Position]):
-    def __init__(self, groups: _RowGroups, part: int, resume: Position, batch: int) -> None:
+    def __init__(
+        self,
+        groups: _RowGroups,
+        part: int,
+        resume: tuple[int, ...],
+        batch: int,
+        report: Path | None,
+    ) -> None:
         self.groups, self.part = groups, part
         self.window = batch * groups.parts
-        self.file, self.group, self.row = resume
+        self.file, self.group, self.row, self.emitted = (*resume, 0)[:4]
+        self.report = _Report(report, self.emitted) if report is not None else None
+        if self.report is not None:
+            self.report.write(self.emitted, force=True)
 
     def next_batch(self) -> list[LocalMessage]:
-        """The partition's rows among the next ``batch × partitions`` rows of the file
-        (``batch`` on average): every partition takes the same window per call, so the
-        partitions sharing a worker move through the row groups together and one decode
-        of each serves them all."""
+        """The partition's rows among the next ``batch × partitions`` rows of the row
+        group (``batch`` on average): every partition takes the same window per call, so
+        the partitions sharing a worker move through the row groups together and one
+        decode of each serves them all."""
         files = self.groups.files
         while self.file < len(files):
             if self.group >= self.groups.row_groups(self.file):
                 self.file, self.group, self.row = self.file + 1, 0, 0
                 continue
+            at = self.groups.first_row(self.file, self.group)
             table, mine = self.groups.rows_of(
                 self.file, self.group, self.part, self.row, self.row + self.window
             )
@@ -407,12 +420,20 @@ class _HistoryPartition(StatefulSourcePartition[LocalMessage, Position]):
             if self.row >= table.num_rows:
                 self.group, self.row = self.group + 1, 0
             events = parquet_events(table.take(mine)) if len(mine) else []
-            p, at = self.part, mine.tolist()
-            return [LocalMessage(None, e, "", p, i) for i, e in zip(at, events, strict=True)]
+            self.emitted += len(events)
+            if self.report is not None:
+                self.report.write(self.emitted)
+            p, rows = self.part, (at + mine).tolist()
+            return [LocalMessage(None, e, "", p, i) for i, e in zip(rows, events, strict=True)]
+        self.close()
         raise StopIteration
 
     def snapshot(self) -> Position:
-        return (self.file, self.group, self.row)
+        return (self.file, self.group, self.row, self.emitted)
+
+    def close(self) -> None:
+        if self.report is not None:
+            self.report.write(self.emitted, force=True)
 
 
 class HistorySource(FixedPartitionedSource[LocalMessage, Position]):
@@ -424,22 +445,32 @@ class HistorySource(FixedPartitionedSource[LocalMessage, Position]):
     and each partition reads the files in time order: every user's events reach the flow
     in event-time order, on as many workers as there are partitions, and with aligned
     partitions each is scored where it is read.  Items are :class:`LocalMessage` (topic
-    ``""``), partitions ``"0"`` … ``"parts-1"``.  A restart resumes each partition at its
-    snapshotted (file, row group, row).
+    ``""``, offset the row's number in the whole history), partitions ``"0"`` …
+    ``"parts-1"``.  With ``progress`` each partition keeps its count in a file there
+    (:func:`read_progress`), exact across restarts from snapshots.
     """
 
-    def __init__(self, root: Path, parts: int = 1, batch: int = BATCH) -> None:
+    def __init__(
+        self, root: Path, parts: int = 1, batch: int = BATCH, progress: Path | None = None
+    ) -> None:
         self.files = history_files(root)
         self.parts = parts
         self.batch = batch
+        self.progress = progress
         self._groups: _RowGroups | None = None
 
     def list_parts(self) -> list[str]:
         return [str(i) for i in range(self.parts)]
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: Position | None
+        self, step_id: str, for_part: str, resume_state: tuple[int, ...] | None
     ) -> _HistoryPartition:
         if self._groups is None:
             self._groups = _RowGroups(self.files, self.parts)
-        return _HistoryPartition(self._groups, int(for_part), resume_state or (0, 0, 0), self.batch)
+        report = None
+        if self.progress is not None:
+            self.progress.mkdir(parents=True, exist_ok=True)
+            report = self.progress / f"p{for_part}.count"
+        return _HistoryPartition(
+            self._groups, int(for_part), resume_state or (0, 0, 0, 0), self.batch, report
+        )

@@ -5,9 +5,10 @@ bytewax runs a multi-process flow as N processes that connect to each other
 depend on each other: when one dies the others panic (``Send thread panic``) within
 seconds, and the cluster only comes back when *every* process restarts on the same
 recovery directory.  This supervisor is that rule, automated: it starts the N processes,
-and when any of them exits for any reason it stops the rest and starts all N again (after
-a short, growing pause), resuming from the last snapshot.  SIGTERM / Ctrl-C stop them all
-and return.
+and when any of them exits it stops the rest and starts all N again (after a short,
+growing pause), resuming from the last snapshot.  Two exceptions end it instead: a
+process that exits 2 refused its configuration (a restart cannot help), and a plan's
+``max_restarts`` (``fraud backfill``'s 3).  SIGTERM / Ctrl-C stop them all and return.
 
 The same rule holds on Kubernetes (docs/scaling.md): one StatefulSet whose pods restart
 together, e.g. a liveness probe failing the whole set, or this supervisor as the pod's
@@ -48,7 +49,7 @@ def addresses(ports: Sequence[int], host: str = "127.0.0.1") -> str:
 
 
 def process_command(
-    index: int, addrs: str, recovery: Path | None, snapshot_s: float, flow: str = FLOW
+    index: int, addrs: str, recovery: Path | None, snapshot_s: int, flow: str = FLOW
 ) -> list[str]:
     """The command line of cluster process ``index`` (one worker per process: a process
     per core scales; threads in one process share the GIL)."""
@@ -57,7 +58,7 @@ def process_command(
         cmd += ["-i", str(index), "-a", addrs]
     if recovery is not None:
         cmd += ["-r", str(recovery), "-b", "0"]
-    return [*cmd, "-s", f"{snapshot_s:g}"]
+    return [*cmd, "-s", str(int(snapshot_s))]  # bytewax takes whole seconds
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class ClusterPlan:
     processes: int
     ports: tuple[int, ...]
     recovery: Path | None
-    snapshot_s: float = 10.0
+    snapshot_s: int = 10
     host: str = "127.0.0.1"
     flow: str = FLOW
 
@@ -127,9 +128,9 @@ class Supervisor:
                 p.wait()
 
     def run(self) -> int:
-        """Supervise until :attr:`stop` is set or every process finished its input:
-        0; or the status of a process that ended it for good (see the class)."""
-        backoff = 1.0
+        """Supervise until :attr:`stop` is set or every process finished its input: 0;
+        2 when a process refused its configuration, 1 after ``max_restarts``."""
+        backoff = min(1.0, self.max_backoff_s)
         while not self.stop.is_set():
             self._start()
             started = time.monotonic()
@@ -153,7 +154,7 @@ class Supervisor:
             self._stop_all()
             self.restarts += 1
             if time.monotonic() - started > 60:
-                backoff = 1.0  # it ran a while: not a crash loop
+                backoff = min(1.0, self.max_backoff_s)  # it ran a while: not a crash loop
             self.stop.wait(backoff)
             backoff = min(self.max_backoff_s, backoff * 2)
         self._stop_all()
@@ -171,7 +172,7 @@ def free_ports(n: int) -> tuple[int, ...]:
     return tuple(free_port() for _ in range(n))
 
 
-def run_cluster(s: Settings, processes: int, snapshot_s: float, base_port: int | None) -> int:
+def run_cluster(s: Settings, processes: int, snapshot_s: int, base_port: int | None) -> int:
     """``fraud cluster``: N supervised processes on this machine, recovery always on."""
     if s.recovery_dir is None:
         raise ConfigError(

@@ -43,7 +43,7 @@ def test_supervisor_restarts_the_whole_cluster_and_loses_nothing(
     store = Store(ch_http.url, db)
     produce_all(make_producer(s), s.topic_transactions, first)
 
-    plan = ClusterPlan(2, free_ports(2), recovery, snapshot_s=1.0)
+    plan = ClusterPlan(2, free_ports(2), recovery, snapshot_s=1)
     sup = Supervisor(plan, env, max_backoff_s=2.0)
     runner = threading.Thread(target=sup.run, daemon=True)
     runner.start()

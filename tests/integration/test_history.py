@@ -15,7 +15,7 @@ import orjson
 import pyarrow.dataset as ds
 import pytest
 
-from dataflows.connectors.local import HistorySource, Position, history_files
+from dataflows.connectors.local import HistorySource, Position, history_files, read_progress
 from dataflows.connectors.routing import keyed_partition
 from generators.stream import write_parquet
 from generators.synth import GeneratorConfig
@@ -242,6 +242,25 @@ def test_backfill_refuses_what_it_cannot_run(history: Path, tmp_path: Path) -> N
         timeout=60,
     )
     assert half.returncode == 2 and "--snapshot-s must be an integer" in half.stderr
+    http = "clickhouse_url=http://127.0.0.1:9"  # refused before anything connects
+    unaligned = _backfill(history, http, "align_partitions=false", processes=2)
+    assert unaligned.returncode == 2 and "align_partitions" in unaligned.stderr
+
+
+@pytest.mark.integration
+def test_backfill_resumes_only_the_same_plan(history: Path, tmp_path: Path) -> None:
+    """A rerun resumes the snapshots of the same history split the same way; another
+    partition count or history on that recovery directory is refused, not resumed into
+    skipped or repeated rows."""
+    rec = f"recovery_dir={tmp_path / 'rec'}"
+    url = f"clickhouse_url=chdb://{tmp_path / 'ch'}"
+    first = _backfill(history, url, rec, "partitions=3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = _backfill(history, url, rec, "partitions=4")
+    assert other.returncode == 2 and "partitions = 3" in other.stderr
+    files = history_files(history)
+    fewer = _backfill(files[0].parent, url, rec, "partitions=3")
+    assert fewer.returncode == 2 and "the history's files" in fewer.stderr
 
 
 @pytest.mark.integration
@@ -273,18 +292,32 @@ def test_backfill_survives_a_killed_process_and_stores_each_row_once(
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            counts = list(tmp_path.glob("fraud-backfill-*/*.count"))
-            done = sum(int(f.read_text().split()[0] or 0) for f in counts if f.stat().st_size)
-            if len(counts) == 2 and done >= n // 4:
+            progress = read_progress(next(tmp_path.glob("fraud-backfill-*"), tmp_path))
+            done = sum(emitted for _, emitted in progress.values())
+            if len(progress) == 4 and done >= n // 4:
                 break
             time.sleep(0.05)
-        assert len(counts) == 2 and done < n, f"kill part-way: {done} of {n} scored"
+        assert len(progress) == 4 and done < n, f"kill part-way: {done} of {n} read"
         time.sleep(1.5)  # a snapshot after rows were written
-        os.kill(int(counts[1].name.split("-")[0]), signal.SIGKILL)
+        os.kill(_children(proc.pid)[-1], signal.SIGKILL)
         out, err = proc.communicate(timeout=240)
     finally:
         proc.kill()
     assert proc.returncode == 0, err[-3000:]
+    assert f"backfilled {n:,} events".encode() in out, "counted once across the restart"
     assert b"1 restart(s)" in out
     assert _scores(ch_http.url, killed) == _scores(ch_http.url, clean)
     assert len(_scores(ch_http.url, clean)) == n
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc), in order."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return sorted(kids)

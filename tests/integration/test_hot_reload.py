@@ -286,7 +286,7 @@ def test_two_processes_switch_and_restart_with_the_version_in_force(
             if v == version and (after is None or at > after)
         }
 
-    sup = Supervisor(ClusterPlan(2, free_ports(2), recovery, snapshot_s=1.0), env)
+    sup = Supervisor(ClusterPlan(2, free_ports(2), recovery, snapshot_s=1), env)
     runner = threading.Thread(target=sup.run, daemon=True)
     runner.start()
     try:
@@ -309,7 +309,7 @@ def test_two_processes_switch_and_restart_with_the_version_in_force(
     # changed while the cluster is down, in ClickHouse only: the topic is behind
     publish_policy(store, _forcing(s, 0, "block"), "bob", "block all")
     restarted = datetime.now(UTC)
-    sup = Supervisor(ClusterPlan(2, free_ports(2), recovery, snapshot_s=1.0), env)
+    sup = Supervisor(ClusterPlan(2, free_ports(2), recovery, snapshot_s=1), env)
     runner = threading.Thread(target=sup.run, daemon=True)
     runner.start()
     try:

@@ -104,7 +104,7 @@ def test_two_processes_score_like_one_worker(
         "FRAUD_LEARNER_FIT_BACKGROUND": "false",
     }
     store = Store(ch_http.url, db)
-    sup = Supervisor(ClusterPlan(2, free_ports(2), recovery, snapshot_s=5.0), env)
+    sup = Supervisor(ClusterPlan(2, free_ports(2), recovery, snapshot_s=5), env)
     runner = threading.Thread(target=sup.run, daemon=True)
     runner.start()
     try:

@@ -38,16 +38,21 @@ def test_a_refused_configuration_is_not_restarted(tmp_path: Path) -> None:
 
 def test_failures_restart_the_whole_cluster_up_to_the_limit(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    code = f"open({str(runs)!r}, 'a').write('x'); raise SystemExit(1)"
+    code = (
+        "import sys, time\n"
+        "if sys.argv[1] == '1': time.sleep(30)\n"
+        f"open({str(runs)!r}, 'a').write('x'); raise SystemExit(1)"
+    )
     sup = _sup(code, tmp_path, max_restarts=2)
     assert sup.run() == 1
     assert sup.restarts == 2
-    assert len(runs.read_text()) == 2 * 3, "both processes started three times"
+    assert runs.read_text() == "xxx", "started three times, the last failure ends it"
+    assert all(p.poll() is not None for p in sup.procs), "the sleeping process is stopped"
 
 
 def test_process_commands_with_and_without_recovery() -> None:
     head = [sys.executable, "-m", "bytewax.run"]
-    assert process_command(0, "h:1", None, 5.0, "m:f('x')") == [
+    assert process_command(0, "h:1", None, 5, "m:f('x')") == [
         *head,
         "m:f('x')",
         "-w",
@@ -55,7 +60,7 @@ def test_process_commands_with_and_without_recovery() -> None:
         "-s",
         "5",
     ]
-    assert process_command(1, "h:1;h:2", Path("/r"), 0.5) == [
+    assert process_command(1, "h:1;h:2", Path("/r"), 30) == [
         *head, "dataflows.main:get_flow()", "-w", "1", "-i", "1", "-a", "h:1;h:2",
-        "-r", "/r", "-b", "0", "-s", "0.5",
+        "-r", "/r", "-b", "0", "-s", "30",
     ]  # fmt: skip
