@@ -6,8 +6,9 @@ exact command.  ``--quick`` shrinks every leg (CI smoke test: the table is produ
 speed is asserted anywhere).
 
 Legs: (1) River HST alone at the configured size; (2) ``build_flow`` from memory to null
-sinks with 1 worker, 2 worker threads and 2 processes (with items pickled per event), and
-the same detection in a plain loop (:mod:`dataflows.bench.plain`, the framework's cost);
+sinks with 1 worker, 2 worker threads and 2 processes (with items pickled per event), on 1
+and 2 processes with the feedback loop on, and the same detection in a plain loop
+(:mod:`dataflows.bench.plain`, the framework's cost);
 (3) end to end through the embedded broker and the chDB sink, sustained, on 1 worker and
 on 1 and 2 processes over 12 aligned partitions with the feedback loop, the plain
 confluent-kafka loop, plus produce->alert latency at a fixed offered load; (4) memory per
@@ -59,11 +60,23 @@ class BenchConfig:
     scale_events: int = 300_000
     """Events of the scale-out end-to-end legs (1 and 2 processes, and the plain loop)."""
     scale_engines: tuple[str, ...] = ("river", "numpy")
+    feedback_events: int = 200_000
+    """Events of the from-memory feedback legs: about 3 days of the generator's traffic."""
 
     @classmethod
     def quick(cls) -> BenchConfig:
         return cls(
-            10_000, 10_000, 500.0, 3.0, (10_000,), 3_000, ("numpy",), 10_000, 5_000, ("numpy",)
+            10_000,
+            10_000,
+            500.0,
+            3.0,
+            (10_000,),
+            3_000,
+            ("numpy",),
+            10_000,
+            5_000,
+            ("numpy",),
+            20_000,
         )
 
 
@@ -281,6 +294,192 @@ def flow_rate_processes(
 
 MANY_SHARDS = 64
 """The shard count of the multi-process comparison (see the bench row)."""
+
+
+FB_DELAY_DAYS = 1.0
+"""The label delay of the from-memory feedback legs: their ~3-day stream then holds two
+days on which the learner trains, publishes and predicts (with the production 7 days it
+would only queue examples)."""
+
+
+def _labels(events: list[bytes]) -> list[bytes]:
+    """A confirmed-fraud label per event the generator marked as fraud (in event order)."""
+    import orjson
+
+    from dataflows.detection.merchants import label_json
+
+    out = []
+    for e in events:
+        d = orjson.loads(e)
+        if (d.get("label") or {}).get("is_fraud"):
+            out.append(label_json(d["merchant_id"], datetime.fromisoformat(d["ts"]), d["txn_id"]))
+    return out
+
+
+def feedback_flow(
+    s: Settings, events: list[bytes], labels: list[bytes], workers: int
+) -> tuple[Any, list[float]]:
+    """The flow from memory with the ``local`` feedback loop, as ``kafka_flow`` builds it:
+    ``SCALE_PARTITIONS`` aligned partitions, the labels as a one-partition input, this
+    process's view followed on the feedback-state topic of ``s.brokers``, null sinks but
+    a counter of rows (``[rows, times of the first and the last, rows a fitted booster
+    scored]``)."""
+    from dataflows.connectors.feedback_state import FeedbackFollower
+    from dataflows.connectors.local import CallbackSink, PartitionedSource
+    from dataflows.connectors.routing import Alignment
+    from dataflows.detection.feedback import FeedbackView
+    from dataflows.flow import build_flow
+
+    follower = FeedbackFollower(s, FeedbackView()).start()
+    seen = [0.0, 0.0, 0.0, 0.0]
+
+    def count(batch: list[Any]) -> None:
+        seen[1] = seen[1] or time.time()
+        seen[0] += len(batch)
+        seen[2] = time.time()
+        seen[3] += sum(1 for r in batch if "+gbm-g" in r.model_version)
+
+    def null(_: list[Any]) -> None:
+        return None
+
+    parts = [str(i) for i in range(SCALE_PARTITIONS)]
+    flow = build_flow(
+        s,
+        PartitionedSource(events, SCALE_PARTITIONS),
+        CallbackSink(null),
+        CallbackSink(count),
+        CallbackSink(null),
+        labels=PartitionedSource(labels, 1),
+        align=Alignment(parts, workers),
+        feedback=(follower.view, follower.publisher()),
+    )
+    return flow, seen
+
+
+FB_SCRIPT = """
+import json, sys, time, pickle
+from dataflows.bench.flow import count_pickles, feedback_flow
+from dataflows.flow import tune_gc
+from bytewax.testing import cluster_main
+from schemas.settings import load_settings
+tune_gc()
+events, labels = pickle.load(open(sys.argv[1], "rb"))
+addresses = [a for a in sys.argv[2].split(";") if a]
+proc = int(sys.argv[3])
+flow, seen = feedback_flow(load_settings(), events, labels, max(1, len(addresses)))
+counter = count_pickles()
+cluster_main(flow, addresses if len(addresses) > 1 else [], proc)
+out = {"rows": seen[0], "first": seen[1], "last": seen[2], "learned": seen[3]}
+json.dump({**out, "pickles": counter[0]}, open(sys.argv[4], "w"))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRun:
+    """A from-memory feedback leg: events/s from the first row scored to the last (in any
+    process: start-up and joining the cluster excluded), items pickled per event, and the
+    share of rows a fitted booster scored."""
+
+    rate: float
+    pickles: float
+    learned: float
+
+
+def feedback_rate_processes(
+    s: Settings, events: list[bytes], labels: list[bytes], procs: int
+) -> FeedbackRun:
+    """``procs`` processes of one worker each running :func:`feedback_flow` (``s`` names
+    a broker and a fresh feedback-state topic)."""
+    from dataflows.connectors.embedded import free_port
+    from schemas.settings import settings_env
+
+    addrs = ";".join(f"127.0.0.1:{free_port()}" for _ in range(procs))
+    with tempfile.TemporaryDirectory(prefix="bench-fb-") as tmp:
+        data = Path(tmp) / "input.pkl"
+        data.write_bytes(pickle.dumps((events, labels)))
+        env = {**os.environ, **settings_env(s.model_dump())}
+        ps = [
+            subprocess.Popen(
+                [sys.executable, "-c", FB_SCRIPT, str(data), addrs, str(i), f"{tmp}/out{i}"],
+                cwd=ROOT,
+                env=env,
+            )
+            for i in range(procs)
+        ]
+        codes = wait_all(ps, timeout_s=120.0 + len(events) / 500)
+        if any(codes):
+            raise ClusterFailed(f"feedback loop on {procs} processes: exit codes {codes}")
+        outs = [json.loads(Path(f"{tmp}/out{i}").read_text()) for i in range(procs)]
+    rows = sum(o["rows"] for o in outs)
+    if rows != len(events):
+        raise RuntimeError(f"feedback leg on {procs} processes scored {rows} of {len(events)}")
+    dt = max(o["last"] for o in outs) - min(o["first"] for o in outs if o["rows"])
+    rate = len(events) / dt if dt > 0 else float("nan")
+    learned = sum(o["learned"] for o in outs) / rows
+    return FeedbackRun(rate, sum(o["pickles"] for o in outs) / rows, learned)
+
+
+FEEDBACK_MODES = {
+    "production": {"feedback_wait_s": 0.0, "learner_fit_background": True},
+    "event time": {"feedback_wait_s": 30.0, "learner_fit_background": False},
+}
+"""The from-memory feedback legs' settings: ``production`` as ``.env.example`` runs it
+(rows never wait for models, the booster fits in a background thread); ``event time`` as
+evaluations run it (rows wait for their day's totals and models, fits in line), so 1 and 2
+processes do the same work and give the same scores."""
+
+
+def feedback_memory_rows(
+    s: Settings, events: list[bytes], engines: tuple[str, ...] = ("river", "numpy")
+) -> list[tuple[str, str, str]]:
+    """The flow from memory on 1 and 2 processes with the ``local`` feedback loop on, for
+    each engine and each of :data:`FEEDBACK_MODES`: an embedded broker for the
+    feedback-state topic only, a fresh topic per run."""
+    import uuid
+
+    from dataflows.connectors.embedded import EmbeddedBroker
+    from dataflows.connectors.kafka import create_topics
+
+    labels = _labels(events)
+    out = []
+    base = s.model_copy(
+        update={
+            "feedback_input": True,
+            "feedback_topology": "local",
+            "align_partitions": True,
+            "label_delay_days": FB_DELAY_DAYS,
+        }
+    )
+    with EmbeddedBroker() as broker:
+
+        def run(st: Settings, procs: int) -> FeedbackRun:
+            topic = f"b-fbs-{uuid.uuid4().hex[:8]}"
+            st = st.model_copy(update={"brokers": broker.bootstrap, "topic_feedback_state": topic})
+            create_topics(st, only=[topic])
+            return feedback_rate_processes(st, events, labels, procs)
+
+        for mode, settings in FEEDBACK_MODES.items():
+            for engine in engines:
+                st = base.model_copy(update={**settings, "hst_engine": engine})
+                name = "River" if engine == "river" else engine
+                one = retried(lambda st=st: run(st, 1))  # type: ignore[misc]
+                two = retried(lambda st=st: run(st, 2))  # type: ignore[misc]
+                ratio = two.rate / one.rate
+                out.append(
+                    (
+                        f"2. {name}, partition-aligned, feedback loop on (local, {mode}), "
+                        "1 → 2 processes",
+                        f"{one.rate:,.0f} → {two.rate:,.0f} events/s",
+                        f"{ratio:.2f} × (goal ≥ 1.8 ×: {_met(ratio >= 1.8)}); "
+                        f"{SCALE_PARTITIONS} partitions, {len(labels):,} fraud labels, label "
+                        f"delay {FB_DELAY_DAYS:g} day; rows scored by a fitted booster "
+                        f"{one.learned:.0%} / {two.learned:.0%}; items pickled/event "
+                        f"{one.pickles:.2f} / {two.pickles:.2f} (day summaries to the "
+                        "aggregators and the trainer, feedback-state updates; no event "
+                        "crosses processes)",
+                    )
+                )
+    return out
 
 
 # --- leg 3: end to end -------------------------------------------------------------
@@ -689,6 +888,8 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
         rec_one = flow_rate(river.model_copy(update=on), long, 1)
     with tempfile.TemporaryDirectory(prefix="bench-rec-") as rec:
         rec_np = flow_rate(fast.model_copy(update={"recovery_dir": Path(rec)}), long, 1)
+    say("2/5 flow from memory with the feedback loop, 1 and 2 processes")
+    feedback_rows = feedback_memory_rows(s, _events(cfg.feedback_events), cfg.scale_engines)
     epoch = f"snapshots every {s.epoch_interval_s:g} s"
     rows += [
         (
@@ -768,6 +969,7 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
             f"{cfg.recovery_events:,} events, {epoch}",
         ),
     ]
+    rows += feedback_rows
     say(f"3/5 end to end through the embedded broker and chDB ({cfg.e2e_events:,} events)")
     no_fb = fast.model_copy(update={"feedback_input": False})
     for label, st in (("River", river), ("numpy", fast), ("numpy, no feedback loop", no_fb)):

@@ -95,3 +95,12 @@ def test_bench_quick_writes_the_table(tmp_path: Path) -> None:
     for engine in ("River", "numpy"):
         unaligned, aligned = numbers(rows[f"2. items pickled per event, 2 processes, {engine}"][0])
         assert unaligned > 0.1 and aligned == 0.0, engine
+    # the flow from memory with the feedback loop on, 1 → 2 processes, in both modes
+    for mode in ("production", "event time"):
+        leg = f"2. numpy, partition-aligned, feedback loop on (local, {mode}), 1 → 2 processes"
+        figure, notes = rows[leg]
+        one, two = numbers(figure)
+        assert one > 0 and two > 0 and "goal ≥ 1.8 ×" in notes, (figure, notes)
+        # every fraud of the stream is a label; summaries and state updates are pickled
+        labels, pickled = numbers(notes.split("fraud labels")[0])[-1], notes.split("pickled")[1]
+        assert labels > 0 and 0 < numbers(pickled)[1] < 1, notes
