@@ -20,6 +20,7 @@ from __future__ import annotations
 import cProfile
 import gc
 import json
+import math
 import os
 import pickle
 import platform
@@ -62,6 +63,7 @@ class BenchConfig:
     scale_engines: tuple[str, ...] = ("river", "numpy")
     feedback_events: int = 200_000
     """Events of the from-memory feedback legs: about 3 days of the generator's traffic."""
+    feedback_repeats: int = 2
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -77,6 +79,7 @@ class BenchConfig:
             5_000,
             ("numpy",),
             20_000,
+            1,
         )
 
 
@@ -322,10 +325,10 @@ def feedback_flow(
     """The flow from memory with the ``local`` feedback loop, as ``kafka_flow`` builds it:
     ``SCALE_PARTITIONS`` aligned partitions, the labels as a one-partition input, this
     process's view followed on the feedback-state topic of ``s.brokers``, null sinks but
-    a counter of rows (``[rows, times of the first and the last, rows a fitted booster
-    scored]``)."""
+    a counter of rows (``[rows, time the input was first read, time of the last row,
+    rows a fitted booster scored]``)."""
     from dataflows.connectors.feedback_state import FeedbackFollower
-    from dataflows.connectors.local import CallbackSink, PartitionedSource
+    from dataflows.connectors.local import CallbackSink, PartitionedSource, StoppableSource
     from dataflows.connectors.routing import Alignment
     from dataflows.detection.feedback import FeedbackView
     from dataflows.flow import build_flow
@@ -333,8 +336,14 @@ def feedback_flow(
     follower = FeedbackFollower(s, FeedbackView()).start()
     seen = [0.0, 0.0, 0.0, 0.0]
 
+    class FirstRead:
+        """Never set: notes when the input is first read (rows may then be held)."""
+
+        def is_set(self) -> bool:
+            seen[1] = seen[1] or time.time()
+            return False
+
     def count(batch: list[Any]) -> None:
-        seen[1] = seen[1] or time.time()
         seen[0] += len(batch)
         seen[2] = time.time()
         seen[3] += sum(1 for r in batch if "+gbm-g" in r.model_version)
@@ -345,7 +354,7 @@ def feedback_flow(
     parts = [str(i) for i in range(SCALE_PARTITIONS)]
     flow = build_flow(
         s,
-        PartitionedSource(events, SCALE_PARTITIONS),
+        StoppableSource(PartitionedSource(events, SCALE_PARTITIONS), FirstRead()),
         CallbackSink(null),
         CallbackSink(count),
         CallbackSink(null),
@@ -376,9 +385,9 @@ json.dump({**out, "pickles": counter[0]}, open(sys.argv[4], "w"))
 
 @dataclass(frozen=True, slots=True)
 class FeedbackRun:
-    """A from-memory feedback leg: events/s from the first row scored to the last (in any
-    process: start-up and joining the cluster excluded), items pickled per event, and the
-    share of rows a fitted booster scored."""
+    """A from-memory feedback leg: events/s from the input's first read to the last row
+    scored (in any process: start-up and joining the cluster excluded), items pickled per
+    event, and the share of rows a fitted booster scored."""
 
     rate: float
     pickles: float
@@ -430,11 +439,16 @@ processes do the same work and give the same scores."""
 
 
 def feedback_memory_rows(
-    s: Settings, events: list[bytes], engines: tuple[str, ...] = ("river", "numpy")
+    s: Settings,
+    events: list[bytes],
+    engines: tuple[str, ...] = ("river", "numpy"),
+    repeats: int = 2,
 ) -> list[tuple[str, str, str]]:
     """The flow from memory on 1 and 2 processes with the ``local`` feedback loop on, for
     each engine and each of :data:`FEEDBACK_MODES`: an embedded broker for the
-    feedback-state topic only, a fresh topic per run."""
+    feedback-state topic only, a fresh topic per run; each figure the faster of
+    ``repeats`` runs (on this shared machine one run's 2-to-1 ratio moved between 1.67
+    and 2.08 ×)."""
     import uuid
 
     from dataflows.connectors.embedded import EmbeddedBroker
@@ -452,18 +466,21 @@ def feedback_memory_rows(
     )
     with EmbeddedBroker() as broker:
 
-        def run(st: Settings, procs: int) -> FeedbackRun:
+        def once(st: Settings, procs: int) -> FeedbackRun:
             topic = f"b-fbs-{uuid.uuid4().hex[:8]}"
             st = st.model_copy(update={"brokers": broker.bootstrap, "topic_feedback_state": topic})
             create_topics(st, only=[topic])
-            return feedback_rate_processes(st, events, labels, procs)
+            return retried(lambda: feedback_rate_processes(st, events, labels, procs))
+
+        def run(st: Settings, procs: int) -> FeedbackRun:
+            runs = [once(st, procs) for _ in range(repeats)]
+            return max(runs, key=lambda r: r.rate if math.isfinite(r.rate) else 0.0)
 
         for mode, settings in FEEDBACK_MODES.items():
             for engine in engines:
                 st = base.model_copy(update={**settings, "hst_engine": engine})
                 name = "River" if engine == "river" else engine
-                one = retried(lambda st=st: run(st, 1))  # type: ignore[misc]
-                two = retried(lambda st=st: run(st, 2))  # type: ignore[misc]
+                one, two = run(st, 1), run(st, 2)
                 ratio = two.rate / one.rate
                 out.append(
                     (
@@ -889,7 +906,9 @@ def run_bench(s: Settings, cfg: BenchConfig, command: str, say: Callable[[str], 
     with tempfile.TemporaryDirectory(prefix="bench-rec-") as rec:
         rec_np = flow_rate(fast.model_copy(update={"recovery_dir": Path(rec)}), long, 1)
     say("2/5 flow from memory with the feedback loop, 1 and 2 processes")
-    feedback_rows = feedback_memory_rows(s, _events(cfg.feedback_events), cfg.scale_engines)
+    feedback_rows = feedback_memory_rows(
+        s, _events(cfg.feedback_events), cfg.scale_engines, cfg.feedback_repeats
+    )
     epoch = f"snapshots every {s.epoch_interval_s:g} s"
     rows += [
         (
