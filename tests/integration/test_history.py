@@ -125,10 +125,19 @@ def test_a_history_row_without_its_label_or_a_field_is_judged_by_the_flow(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from dataflows.flow import parse_message
+    from schemas.scored import DeadLetter
+
     f = tmp_path / "h.parquet"
     pq.write_table(pa.table({"user_id": ["u1", None], "amount": [3.5, 1.0]}), f)
     out = _read(HistorySource(f, parts=2), "0", None) + _read(HistorySource(f, parts=2), "1", None)
     assert sorted(orjson.loads(e).get("user_id") or "" for e in out) == ["", "u1"]
+    judged = [parse_message(e, 1 << 20, lambda: datetime.now(UTC)) for e in out]
+    assert all(isinstance(d, DeadLetter) for d in judged), judged
+    # each refusal names what the row lacks: here, first, its schema version
+    assert {(d.error_code, "schema_version" in d.error_message) for d in judged} == {
+        ("unknown_schema_version", True)
+    }, judged
 
 
 @pytest.mark.integration
