@@ -63,7 +63,7 @@ class BenchConfig:
     scale_engines: tuple[str, ...] = ("river", "numpy")
     feedback_events: int = 200_000
     """Events of the from-memory feedback legs: about 3 days of the generator's traffic."""
-    feedback_repeats: int = 2
+    feedback_repeats: int = 3
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -366,7 +366,7 @@ def feedback_flow(
 
 
 FB_SCRIPT = """
-import json, sys, time, pickle
+import json, os, sys, time, pickle
 from dataflows.bench.flow import count_pickles, feedback_flow
 from dataflows.flow import tune_gc
 from bytewax.testing import cluster_main
@@ -377,8 +377,11 @@ addresses = [a for a in sys.argv[2].split(";") if a]
 proc = int(sys.argv[3])
 flow, seen = feedback_flow(load_settings(), events, labels, max(1, len(addresses)))
 counter = count_pickles()
+c0 = os.times()
 cluster_main(flow, addresses if len(addresses) > 1 else [], proc)
-out = {"rows": seen[0], "first": seen[1], "last": seen[2], "learned": seen[3]}
+c1 = os.times()
+cpu = c1.user + c1.system - c0.user - c0.system
+out = {"rows": seen[0], "first": seen[1], "last": seen[2], "learned": seen[3], "cpu": cpu}
 json.dump({**out, "pickles": counter[0]}, open(sys.argv[4], "w"))
 """
 
@@ -387,11 +390,14 @@ json.dump({**out, "pickles": counter[0]}, open(sys.argv[4], "w"))
 class FeedbackRun:
     """A from-memory feedback leg: events/s from the input's first read to the last row
     scored (in any process: start-up and joining the cluster excluded), items pickled per
-    event, and the share of rows a fitted booster scored."""
+    event, the share of rows a fitted booster scored, and the cores the processes kept
+    busy (CPU seconds of every thread over that time: a fit in a background thread can
+    use a core the scoring left idle)."""
 
     rate: float
     pickles: float
     learned: float
+    cores: float
 
 
 def feedback_rate_processes(
@@ -425,7 +431,8 @@ def feedback_rate_processes(
     dt = max(o["last"] for o in outs) - min(o["first"] for o in outs if o["rows"])
     rate = len(events) / dt if dt > 0 else float("nan")
     learned = sum(o["learned"] for o in outs) / rows
-    return FeedbackRun(rate, sum(o["pickles"] for o in outs) / rows, learned)
+    cores = sum(o["cpu"] for o in outs) / dt if dt > 0 else float("nan")
+    return FeedbackRun(rate, sum(o["pickles"] for o in outs) / rows, learned, cores)
 
 
 FEEDBACK_MODES = {
@@ -442,13 +449,13 @@ def feedback_memory_rows(
     s: Settings,
     events: list[bytes],
     engines: tuple[str, ...] = ("river", "numpy"),
-    repeats: int = 2,
+    repeats: int = 3,
 ) -> list[tuple[str, str, str]]:
     """The flow from memory on 1 and 2 processes with the ``local`` feedback loop on, for
     each engine and each of :data:`FEEDBACK_MODES`: an embedded broker for the
     feedback-state topic only, a fresh topic per run; each figure the faster of
-    ``repeats`` runs (on this shared machine one run's 2-to-1 ratio moved between 1.67
-    and 2.08 ×)."""
+    ``repeats`` runs (on this shared machine one run's 2-to-1 ratio moved between 1.75 and
+    2.21 × on the same code)."""
     import uuid
 
     from dataflows.connectors.embedded import EmbeddedBroker
@@ -490,7 +497,8 @@ def feedback_memory_rows(
                         f"{ratio:.2f} × (goal ≥ 1.8 ×: {_met(ratio >= 1.8)}); "
                         f"{SCALE_PARTITIONS} partitions, {len(labels):,} fraud labels, label "
                         f"delay {FB_DELAY_DAYS:g} day; rows scored by a fitted booster "
-                        f"{one.learned:.0%} / {two.learned:.0%}; items pickled/event "
+                        f"{one.learned:.0%} / {two.learned:.0%}; cores busy {one.cores:.2f} / "
+                        f"{two.cores:.2f}; items pickled/event "
                         f"{one.pickles:.2f} / {two.pickles:.2f} (day summaries to the "
                         "aggregators and the trainer, feedback-state updates; no event "
                         "crosses processes)",
