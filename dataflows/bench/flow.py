@@ -249,6 +249,38 @@ def retried(run: Callable[[], R], tries: int = 2) -> R:
     raise AssertionError("unreachable")
 
 
+def run_processes(
+    script: str,
+    procs: int,
+    env_of: Callable[[int, Path], dict[str, str]],
+    timeout_s: float,
+    what: str,
+    args: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Run ``script`` as ``procs`` bytewax processes of one worker each on localhost and
+    return the JSON each wrote: a process gets ``*args``, the ``;``-separated cluster
+    addresses, its index and the file to write, in a temporary directory (also passed
+    to ``env_of(index, directory)`` for its environment).  A non-zero exit raises
+    :class:`ClusterFailed`."""
+    from dataflows.connectors.embedded import free_port
+
+    addrs = ";".join(f"127.0.0.1:{free_port()}" for _ in range(procs))
+    with tempfile.TemporaryDirectory(prefix="bench-procs-") as tmp:
+        d = Path(tmp)
+        ps = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, *args, addrs, str(i), str(d / f"out{i}.json")],
+                cwd=ROOT,
+                env=env_of(i, d),
+            )
+            for i in range(procs)
+        ]
+        codes = wait_all(ps, timeout_s=timeout_s)
+        if any(codes):
+            raise ClusterFailed(f"{what} on {procs} processes: exit codes {codes}")
+        return [json.loads((d / f"out{i}.json").read_text()) for i in range(procs)]
+
+
 @dataclass(frozen=True, slots=True)
 class ProcRun:
     """A multi-process flow leg: events/s (start-up excluded) and items pickled per
@@ -405,26 +437,20 @@ def feedback_rate_processes(
 ) -> FeedbackRun:
     """``procs`` processes of one worker each running :func:`feedback_flow` (``s`` names
     a broker and a fresh feedback-state topic)."""
-    from dataflows.connectors.embedded import free_port
     from schemas.settings import settings_env
 
-    addrs = ";".join(f"127.0.0.1:{free_port()}" for _ in range(procs))
+    env = {**os.environ, **settings_env(s.model_dump())}
     with tempfile.TemporaryDirectory(prefix="bench-fb-") as tmp:
         data = Path(tmp) / "input.pkl"
         data.write_bytes(pickle.dumps((events, labels)))
-        env = {**os.environ, **settings_env(s.model_dump())}
-        ps = [
-            subprocess.Popen(
-                [sys.executable, "-c", FB_SCRIPT, str(data), addrs, str(i), f"{tmp}/out{i}"],
-                cwd=ROOT,
-                env=env,
-            )
-            for i in range(procs)
-        ]
-        codes = wait_all(ps, timeout_s=120.0 + len(events) / 500)
-        if any(codes):
-            raise ClusterFailed(f"feedback loop on {procs} processes: exit codes {codes}")
-        outs = [json.loads(Path(f"{tmp}/out{i}").read_text()) for i in range(procs)]
+        outs = run_processes(
+            FB_SCRIPT,
+            procs,
+            lambda _i, _d: env,
+            120.0 + len(events) / 500,
+            "feedback loop",
+            (str(data),),
+        )
     rows = sum(o["rows"] for o in outs)
     if rows != len(events):
         raise RuntimeError(f"feedback leg on {procs} processes scored {rows} of {len(events)}")
@@ -634,25 +660,14 @@ def end_to_end_processes(s: Settings, n: int, procs: int) -> ProcRun:
     events scored (a counter sink per process; one chDB directory per process, as chDB
     allows one process per directory), and items pickled per event as in
     :func:`flow_rate_processes`."""
-    from dataflows.connectors.embedded import free_port
     from schemas.settings import settings_env
 
-    addrs = ";".join(f"127.0.0.1:{free_port()}" for _ in range(procs))
-    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        ps = []
-        for i in range(procs):
-            env = {
-                **os.environ,
-                **settings_env(s.model_dump()),
-                "FRAUD_CLICKHOUSE_URL": f"chdb://{tmp}/ch{i}",
-                PICKLES_ENV: "1",
-            }
-            cmd = [sys.executable, "-c", E2E_SCRIPT, addrs, str(i), f"{tmp}/out{i}.json"]
-            ps.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
-        codes = wait_all(ps, timeout_s=120.0 + n / 200)
-        if any(codes):
-            raise ClusterFailed(f"end to end on {procs} processes: exit codes {codes}")
-        outs = [json.loads(Path(f"{tmp}/out{i}.json").read_text()) for i in range(procs)]
+    base = {**os.environ, **settings_env(s.model_dump()), PICKLES_ENV: "1"}
+
+    def env_of(i: int, tmp: Path) -> dict[str, str]:
+        return {**base, "FRAUD_CLICKHOUSE_URL": f"chdb://{tmp}/ch{i}"}
+
+    outs = run_processes(E2E_SCRIPT, procs, env_of, 120.0 + n / 200, "end to end")
     rows = sum(o["rows"] for o in outs)
     if rows != n:
         raise RuntimeError(f"end to end on {procs} processes scored {rows} of {n} events")
